@@ -1,0 +1,20 @@
+//! citrix-harvester: polls the Citrix Monitor Service OData v4 API for many tenants and writes
+//! tagged InfluxDB line protocol, so that Citrix telemetry outlives Citrix's own grooming.
+//!
+//! Map of the modules (data moves one way, top to bottom):
+//! - [`config`]: typed configuration (TOML + environment), validated with errors naming the key.
+//! - [`secret`]: the `Secret` type that never prints its value.
+//! - [`citrix`]: token source (regional → fallback, cached), OData query builder and pager,
+//!   the per-tenant Monitor client with retry, serde models and enum names.
+//! - [`collect`]: one collector per entity kind: its query, its watermark, record → points.
+//! - [`lineproto`]: the only place that encodes points as line protocol (escaping rules).
+//! - [`sink`]: writers for InfluxDB v2 API, v1 API, a file and stdout; batching and retry.
+//! - [`checkpoint`]: per tenant and entity watermarks, written atomically.
+//! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.
+//! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
+//! - [`telemetry`]: logging set-up.
+
+pub mod lineproto;
+pub mod secret;
+pub mod sim;
+pub mod sink;

@@ -1,0 +1,1 @@
+//! Placeholder: line-protocol encoder (being written).

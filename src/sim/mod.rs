@@ -1,0 +1,1 @@
+//! Placeholder: the Monitor API simulator (being written).
