@@ -14,7 +14,14 @@
 //! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
 //! - [`telemetry`]: logging set-up.
 
+pub mod checkpoint;
+pub mod citrix;
+pub mod collect;
+pub mod config;
+pub mod demo;
 pub mod lineproto;
+pub mod scheduler;
 pub mod secret;
 pub mod sim;
 pub mod sink;
+pub mod telemetry;

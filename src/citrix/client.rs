@@ -1,0 +1,362 @@
+//! The Monitor API client of one tenant. It guarantees Citrix's rule that a tenant never has two
+//! requests in flight (a per-tenant lock; parallel calls get 429), bounds total concurrency with
+//! a semaphore shared by all tenants, retries 429/5xx/transport errors with jittered exponential
+//! backoff that honours Retry-After, and refreshes the token once on 401. It returns raw page
+//! bytes: decoding and mapping are the collectors' job.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::citrix::auth::{AuthError, TokenSource, error_chain};
+use crate::config::{AuthScheme, CitrixConfig, TenantConfig};
+
+/// Retry-After is honoured up to this much; a larger value is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Which kind of failure, for counters and for deciding whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorErrorKind {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("HTTP {status}: {body}")]
+    Http {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("the Monitor API rejected the token twice (401) — check the API client's permissions")]
+    Unauthorized,
+    #[error("cannot decode the page: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Paging(#[from] crate::citrix::odata::PagingError),
+}
+
+impl MonitorErrorKind {
+    fn retryable(&self) -> bool {
+        match self {
+            MonitorErrorKind::Http { status, .. } => *status == 429 || *status >= 500,
+            MonitorErrorKind::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            MonitorErrorKind::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short label for counters and summaries.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MonitorErrorKind::Auth(_) => "auth",
+            MonitorErrorKind::Http { status: 429, .. } => "throttled",
+            MonitorErrorKind::Http { .. } => "http",
+            MonitorErrorKind::Transport(_) => "transport",
+            MonitorErrorKind::Unauthorized => "unauthorized",
+            MonitorErrorKind::Decode(_) => "decode",
+            MonitorErrorKind::Paging(_) => "paging",
+        }
+    }
+}
+
+/// An error with the context an operator needs: tenant, entity and URL.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {tenant}, entity {entity}, URL {url}: {kind}")]
+pub struct MonitorError {
+    pub tenant: String,
+    pub entity: String,
+    pub url: String,
+    #[source]
+    pub kind: MonitorErrorKind,
+}
+
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub throttled: AtomicU64,
+    pub retries: AtomicU64,
+    pub token_refreshes_on_401: AtomicU64,
+}
+
+pub struct MonitorClient {
+    http: reqwest::Client,
+    tenant: String,
+    customer_id: String,
+    base: String,
+    scheme: AuthScheme,
+    pub tokens: TokenSource,
+    /// Citrix allows one request per tenant at a time.
+    one_at_a_time: Mutex<()>,
+    global: Arc<Semaphore>,
+    max_retries: usize,
+    max_retry_delay: Duration,
+    pub max_pages: usize,
+    pub stats: ClientStats,
+}
+
+/// Builds the HTTP client shared by token and Monitor requests: TLS verification always on,
+/// an optional private CA and proxy (HTTPS_PROXY/NO_PROXY are honoured by default).
+pub fn http_client(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+    proxy: Option<&str>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        b = b.tls_certs_merge(certs);
+    }
+    if let Some(p) = proxy {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy `{p}`: {e}"))?);
+    }
+    b.build().map_err(|e| error_chain(&e))
+}
+
+impl MonitorClient {
+    pub fn new(
+        http: reqwest::Client,
+        tenant: &TenantConfig,
+        citrix: &CitrixConfig,
+        global: Arc<Semaphore>,
+    ) -> Self {
+        let tokens = TokenSource::new(
+            http.clone(),
+            &tenant.name,
+            &tenant.client_id,
+            tenant.client_secret.clone(),
+            &tenant.token_url,
+            tenant.fallback_token_url.as_deref(),
+            citrix.token_timeout,
+        );
+        MonitorClient {
+            http,
+            tenant: tenant.name.clone(),
+            customer_id: tenant.customer_id.clone(),
+            base: tenant.monitor_url.clone(),
+            scheme: citrix.auth_scheme,
+            tokens,
+            one_at_a_time: Mutex::new(()),
+            global,
+            max_retries: citrix.max_retries,
+            max_retry_delay: citrix.max_retry_delay,
+            max_pages: citrix.max_pages,
+            stats: ClientStats::default(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn error(
+        &self,
+        entity: &str,
+        url: &str,
+        kind: impl Into<MonitorErrorKind>,
+    ) -> MonitorError {
+        MonitorError {
+            tenant: self.tenant.clone(),
+            entity: entity.to_string(),
+            url: url.to_string(),
+            kind: kind.into(),
+        }
+    }
+
+    /// GETs one page, with retries; the body bytes of a 2xx answer.
+    pub async fn get(&self, entity: &str, url: &str) -> Result<Vec<u8>, MonitorError> {
+        let _tenant_turn = self.one_at_a_time.lock().await;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(self.max_retry_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        let tenant = self.tenant.as_str();
+        (|| self.get_refreshing_token(url))
+            .retry(backoff)
+            .when(MonitorErrorKind::retryable)
+            .adjust(|e, planned| {
+                planned.map(|d| match e.retry_after() {
+                    Some(ra) => ra.min(MAX_RETRY_AFTER),
+                    None => d,
+                })
+            })
+            .notify(|e, wait| {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant, entity, url, error = %e, wait_ms = wait.as_millis() as u64,
+                    "Monitor request failed; retrying.");
+            })
+            .await
+            .map_err(|kind| self.error(entity, url, kind))
+    }
+
+    /// One attempt, plus one immediate retry with a fresh token when the first answer is 401.
+    async fn get_refreshing_token(&self, url: &str) -> Result<Vec<u8>, MonitorErrorKind> {
+        let token = self.tokens.token().await?;
+        match self.send(url, &token).await {
+            Err(MonitorErrorKind::Http { status: 401, .. }) => {
+                self.stats
+                    .token_refreshes_on_401
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(tenant = %self.tenant, "Monitor API answered 401; fetching a new token.");
+                let token = self.tokens.refresh().await?;
+                match self.send(url, &token).await {
+                    Err(MonitorErrorKind::Http { status: 401, .. }) => {
+                        Err(MonitorErrorKind::Unauthorized)
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        token: &crate::secret::Secret,
+    ) -> Result<Vec<u8>, MonitorErrorKind> {
+        let auth = match self.scheme {
+            AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
+            AuthScheme::Bearer => format!("Bearer {}", token.expose()),
+        };
+        // Hold a global slot only while the request is on the wire, not while backing off.
+        let _slot = self
+            .global
+            .acquire()
+            .await
+            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header("Citrix-CustomerId", &self.customer_id)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            let is_json = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|ct| ct.contains("json"));
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?;
+            if !is_json {
+                return Err(MonitorErrorKind::Decode(format!(
+                    "status {status} but not JSON: {}",
+                    snippet(&body)
+                )));
+            }
+            return Ok(body.to_vec());
+        }
+        if status.as_u16() == 429 {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(MonitorErrorKind::Http {
+            status: status.as_u16(),
+            body: snippet(&body),
+            retry_after,
+        })
+    }
+}
+
+/// Retry-After as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The start of a body, for error messages (an HTML error page must not flood the log).
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.len() > 300 {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let d = parse_retry_after(&future).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn classification() {
+        let http = |status| MonitorErrorKind::Http {
+            status,
+            body: String::new(),
+            retry_after: None,
+        };
+        assert!(http(429).retryable());
+        assert!(http(500).retryable());
+        assert!(http(504).retryable());
+        assert!(!http(400).retryable());
+        assert!(!http(404).retryable());
+        assert!(MonitorErrorKind::Transport("reset".into()).retryable());
+        assert!(!MonitorErrorKind::Unauthorized.retryable());
+        assert!(!MonitorErrorKind::Decode("x".into()).retryable());
+    }
+
+    #[test]
+    fn snippet_is_short_and_single_line() {
+        let html = format!("<html>\n<body>{}</body></html>", "x".repeat(1000));
+        let s = snippet(html.as_bytes());
+        assert!(s.chars().count() <= 301);
+        assert!(!s.contains('\n'));
+    }
+}

@@ -1,0 +1,172 @@
+//! Serde models of the Monitor OData v4 JSON (citrix-monitor-api.md §3, §5.3). Only the
+//! properties the collectors read are declared; unknown properties are ignored, every property
+//! is optional (the service sends explicit nulls, and `$select` leaves others out). No mapping
+//! or validation happens here: that is the collectors' job.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// One page of an OData v4 collection response.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub value: Vec<T>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub next_link: Option<String>,
+    #[serde(rename = "@odata.count", default)]
+    pub count: Option<u64>,
+}
+
+pub type Date = Option<DateTime<Utc>>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DesktopGroup {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Catalog {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LoadIndex {
+    pub id: Option<i64>,
+    pub effective_load_index: Option<f64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub disk: Option<f64>,
+    pub network: Option<f64>,
+    pub session_count: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct User {
+    pub id: Option<i64>,
+    pub user_name: Option<String>,
+    pub upn: Option<String>,
+    pub full_name: Option<String>,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Machine {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub dns_name: Option<String>,
+    pub lifecycle_state: Option<i64>,
+    pub current_registration_state: Option<i64>,
+    pub current_power_state: Option<i64>,
+    pub fault_state: Option<i64>,
+    pub is_in_maintenance_mode: Option<bool>,
+    pub is_assigned: Option<bool>,
+    pub current_session_count: Option<i64>,
+    pub current_load_index_id: Option<i64>,
+    pub desktop_group_id: Option<String>,
+    pub catalog_id: Option<String>,
+    pub agent_version: Option<String>,
+    #[serde(rename = "OSType")]
+    pub os_type: Option<String>,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: Option<String>,
+    pub modified_date: Date,
+    pub desktop_group: Option<DesktopGroup>,
+    pub catalog: Option<Catalog>,
+    pub current_load_index: Option<LoadIndex>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Session {
+    pub session_key: Option<String>,
+    pub start_date: Date,
+    pub end_date: Date,
+    pub log_on_duration: Option<i64>,
+    pub connection_state: Option<i64>,
+    pub session_type: Option<i64>,
+    pub failure_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub user: Option<User>,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Connection {
+    pub id: Option<i64>,
+    pub client_name: Option<String>,
+    pub client_address: Option<String>,
+    pub client_version: Option<String>,
+    pub client_platform: Option<String>,
+    pub is_reconnect: Option<bool>,
+    pub is_secure_ica: Option<bool>,
+    pub protocol: Option<String>,
+    pub log_on_start_date: Date,
+    pub log_on_end_date: Date,
+    pub brokering_duration: Option<i64>,
+    pub brokering_date: Date,
+    #[serde(rename = "VMStartStartDate")]
+    pub vm_start_start_date: Date,
+    #[serde(rename = "VMStartEndDate")]
+    pub vm_start_end_date: Date,
+    pub hdx_start_date: Date,
+    pub hdx_end_date: Date,
+    pub authentication_duration: Option<i64>,
+    pub gpo_start_date: Date,
+    pub gpo_end_date: Date,
+    pub log_on_scripts_start_date: Date,
+    pub log_on_scripts_end_date: Date,
+    pub profile_load_start_date: Date,
+    pub profile_load_end_date: Date,
+    pub interactive_start_date: Date,
+    pub interactive_end_date: Date,
+    pub session_key: Option<String>,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub session: Option<Session>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_real_shapes_with_nulls_and_variable_fractions() {
+        let body = r#"{"@odata.context":"https://api.cloud.com/monitorodata/$metadata#Connections",
+          "@odata.count": 2,
+          "value":[{"Id":128230,"ClientName":"PC 1","Protocol":"HDX","IsReconnect":false,
+             "LogOnStartDate":"2024-08-05T10:01:50.4Z","LogOnEndDate":"2024-07-31T11:22:37.4730000Z",
+             "VMStartStartDate":null,"BrokeringDuration":250,"ModifiedDate":"2024-07-30T01:02:49Z",
+             "Unknown":"ignored",
+             "Session":{"SessionKey":"6b07220e-0000-4000-8000-000000000001","LogOnDuration":null,
+               "User":{"UserName":"o'brien"},"Machine":{"Name":"DOM\\vda 1","DesktopGroup":{"Name":"Sales, EU"}}}}],
+          "@odata.nextLink":"https://api.cloud.com/monitorodata/Connections?$skip=100"}"#;
+        let page: Page<Connection> = serde_json::from_str(body).unwrap();
+        assert_eq!(page.count, Some(2));
+        assert!(page.next_link.unwrap().ends_with("$skip=100"));
+        let c = &page.value[0];
+        assert_eq!(c.id, Some(128230));
+        assert_eq!(c.log_on_start_date.unwrap().timestamp_subsec_millis(), 400);
+        assert_eq!(c.log_on_end_date.unwrap().timestamp_subsec_millis(), 473);
+        assert!(c.vm_start_start_date.is_none());
+        let s = c.session.as_ref().unwrap();
+        assert_eq!(
+            s.machine
+                .as_ref()
+                .unwrap()
+                .desktop_group
+                .as_ref()
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("Sales, EU")
+        );
+    }
+}

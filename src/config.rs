@@ -1,0 +1,806 @@
+//! Typed configuration: a TOML file plus `CITRIX_HARVESTER__SECTION__KEY` environment overrides,
+//! read with the `config` crate, then validated into [`Config`]. Every error names the key that
+//! is wrong (`tenant[2].customer_id`, `output.url`, ...). Secrets are resolved here (env var,
+//! file, systemd credential) and kept in [`Secret`]; nothing in this file talks to the network.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use crate::sink::{SinkConfig, SinkKind};
+
+/// Where the regional token host is, per Citrix Cloud region (citrix-monitor-api.md §1.3).
+/// `region` picks the token URL and the Monitor base URL; each can be overridden.
+pub const REGIONS: &[(&str, &str)] = &[
+    ("global", "https://api.cloud.com"),
+    ("us", "https://api-us.cloud.com"),
+    ("eu", "https://api-eu.cloud.com"),
+    ("ap-s", "https://api-ap-s.cloud.com"),
+    ("jp", "https://api.citrixcloud.jp"),
+];
+
+/// The Azure westeurope host the seed blog post falls back to. Unverified in any Citrix
+/// source (citrix-monitor-api.md has no such host), so it is only the default of a setting.
+pub const DEFAULT_FALLBACK_TOKEN_URL: &str =
+    "https://api.westeurope.cloud.com/cctrustoauth2/{customer_id}/tokens/clients";
+
+/// The entity kinds a tenant can collect.
+pub const KNOWN_ENTITIES: &[&str] = &["connections", "machines"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, as written in the file. `deny_unknown_fields` so that a typo fails loudly.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    harvester: RawHarvester,
+    #[serde(default)]
+    citrix: RawCitrix,
+    #[serde(default)]
+    output: RawOutput,
+    #[serde(default, rename = "tenant")]
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHarvester {
+    interval: Option<String>,
+    jitter: Option<String>,
+    state_dir: Option<PathBuf>,
+    lookback: Option<String>,
+    overlap: Option<String>,
+    max_concurrent_requests: Option<usize>,
+    allow_inline_secrets: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCitrix {
+    auth_scheme: Option<String>,
+    request_timeout: Option<String>,
+    token_timeout: Option<String>,
+    max_retries: Option<usize>,
+    max_retry_delay: Option<String>,
+    max_pages: Option<usize>,
+    ca_file: Option<PathBuf>,
+    proxy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    kind: Option<String>,
+    url: Option<String>,
+    org: Option<String>,
+    bucket: Option<String>,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    database: Option<String>,
+    retention_policy: Option<String>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    path: Option<PathBuf>,
+    gzip: Option<bool>,
+    batch_size: Option<usize>,
+    batch_bytes: Option<usize>,
+    timeout: Option<String>,
+    retry_max_elapsed: Option<String>,
+    ca_file: Option<PathBuf>,
+    proxy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    customer_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_credential: Option<String>,
+    region: Option<String>,
+    token_url: Option<String>,
+    fallback_token_url: Option<String>,
+    monitor_url: Option<String>,
+    entities: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated.
+
+/// How the bearer token is presented to the Monitor API (citrix-monitor-api.md §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: CWSAuth bearer=<token>`: what every Citrix document shows.
+    CwsAuth,
+    /// `Authorization: Bearer <token>`: the seed script's choice; unverified against monitorodata.
+    Bearer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub harvester: HarvesterConfig,
+    pub citrix: CitrixConfig,
+    pub output: SinkConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HarvesterConfig {
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub state_dir: PathBuf,
+    pub lookback: Duration,
+    pub overlap: Duration,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CitrixConfig {
+    pub auth_scheme: AuthScheme,
+    pub request_timeout: Duration,
+    pub token_timeout: Duration,
+    pub max_retries: usize,
+    pub max_retry_delay: Duration,
+    pub max_pages: usize,
+    pub ca_file: Option<PathBuf>,
+    pub proxy: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
+    pub customer_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_url: String,
+    pub fallback_token_url: Option<String>,
+    pub monitor_url: String,
+    pub entities: Vec<String>,
+}
+
+impl Default for HarvesterConfig {
+    fn default() -> Self {
+        HarvesterConfig {
+            interval: Duration::from_secs(300),
+            jitter: Duration::from_secs(30),
+            state_dir: PathBuf::from("/var/lib/citrix-harvester"),
+            lookback: Duration::from_secs(86_400),
+            overlap: Duration::from_secs(120),
+            max_concurrent_requests: 32,
+        }
+    }
+}
+
+impl Default for CitrixConfig {
+    fn default() -> Self {
+        CitrixConfig {
+            auth_scheme: AuthScheme::CwsAuth,
+            // Citrix Cloud cuts queries at 30 s (citrix-monitor-api.md §5.5); allow the transfer.
+            request_timeout: Duration::from_secs(60),
+            token_timeout: Duration::from_secs(12),
+            max_retries: 6,
+            max_retry_delay: Duration::from_secs(60),
+            max_pages: 100_000,
+            ca_file: None,
+            proxy: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML) with environment overrides (`CITRIX_HARVESTER__OUTPUT__URL=...`).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CITRIX_HARVESTER")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|source| ConfigError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let raw: RawConfig = source
+            .try_deserialize()
+            .map_err(|source| ConfigError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        raw.validate(&SecretSources::from_process())
+    }
+
+    /// Parses TOML text without environment overrides (tests, `check`).
+    pub fn from_toml_str(text: &str, secrets: &SecretSources) -> Result<Config, ConfigError> {
+        let source = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|source| ConfigError::Load {
+                path: "<inline>".into(),
+                source,
+            })?;
+        let raw: RawConfig = source
+            .try_deserialize()
+            .map_err(|source| ConfigError::Load {
+                path: "<inline>".into(),
+                source,
+            })?;
+        raw.validate(secrets)
+    }
+}
+
+/// Looks up an environment variable by name.
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Where secrets are looked up: the process environment and `$CREDENTIALS_DIRECTORY`
+/// (systemd `LoadCredential=`). Tests pass their own lookup so they never touch the real env.
+pub struct SecretSources {
+    pub env: EnvLookup,
+    pub credentials_dir: Option<PathBuf>,
+}
+
+impl SecretSources {
+    pub fn from_process() -> Self {
+        SecretSources {
+            env: Box::new(|k| std::env::var(k).ok()),
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        }
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret::new(value))
+}
+
+impl RawConfig {
+    fn validate(self, secrets: &SecretSources) -> Result<Config, ConfigError> {
+        let d = HarvesterConfig::default();
+        let h = self.harvester;
+        let harvester = HarvesterConfig {
+            interval: opt_duration("harvester.interval", h.interval)?.unwrap_or(d.interval),
+            jitter: opt_duration("harvester.jitter", h.jitter)?.unwrap_or(d.jitter),
+            state_dir: h.state_dir.unwrap_or(d.state_dir),
+            lookback: opt_duration("harvester.lookback", h.lookback)?.unwrap_or(d.lookback),
+            overlap: opt_duration("harvester.overlap", h.overlap)?.unwrap_or(d.overlap),
+            max_concurrent_requests: h
+                .max_concurrent_requests
+                .unwrap_or(d.max_concurrent_requests),
+        };
+        if harvester.interval < Duration::from_secs(1) {
+            return Err(invalid("harvester.interval", "must be at least 1s"));
+        }
+        if harvester.jitter >= harvester.interval {
+            return Err(invalid(
+                "harvester.jitter",
+                "must be shorter than harvester.interval",
+            ));
+        }
+        if harvester.max_concurrent_requests == 0 {
+            return Err(invalid("harvester.max_concurrent_requests", "must be >= 1"));
+        }
+        let allow_inline = h.allow_inline_secrets.unwrap_or(false);
+
+        let dc = CitrixConfig::default();
+        let c = self.citrix;
+        let auth_scheme = match c.auth_scheme.as_deref() {
+            None | Some("cwsauth") => AuthScheme::CwsAuth,
+            Some("bearer") => AuthScheme::Bearer,
+            Some(other) => {
+                return Err(invalid(
+                    "citrix.auth_scheme",
+                    format!("`{other}` is not one of: cwsauth, bearer"),
+                ));
+            }
+        };
+        let citrix = CitrixConfig {
+            auth_scheme,
+            request_timeout: opt_duration("citrix.request_timeout", c.request_timeout)?
+                .unwrap_or(dc.request_timeout),
+            token_timeout: opt_duration("citrix.token_timeout", c.token_timeout)?
+                .unwrap_or(dc.token_timeout),
+            max_retries: c.max_retries.unwrap_or(dc.max_retries),
+            max_retry_delay: opt_duration("citrix.max_retry_delay", c.max_retry_delay)?
+                .unwrap_or(dc.max_retry_delay),
+            max_pages: c.max_pages.unwrap_or(dc.max_pages),
+            ca_file: c.ca_file,
+            proxy: c.proxy,
+        };
+        if citrix.max_pages == 0 {
+            return Err(invalid("citrix.max_pages", "must be >= 1"));
+        }
+
+        let output = self.output.validate(secrets, allow_inline)?;
+
+        if self.tenants.is_empty() {
+            return Err(invalid("tenant", "at least one [[tenant]] is required"));
+        }
+        let mut tenants = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, t) in self.tenants.into_iter().enumerate() {
+            if t.enabled == Some(false) {
+                continue;
+            }
+            let tenant = t.validate(i, secrets, allow_inline)?;
+            if !names.insert(tenant.name.clone()) {
+                return Err(invalid(
+                    format!("tenant[{i}].name"),
+                    format!("`{}` is used by two tenants", tenant.name),
+                ));
+            }
+            tenants.push(tenant);
+        }
+        Ok(Config {
+            harvester,
+            citrix,
+            output,
+            tenants,
+        })
+    }
+}
+
+impl RawOutput {
+    fn validate(
+        self,
+        secrets: &SecretSources,
+        allow_inline: bool,
+    ) -> Result<SinkConfig, ConfigError> {
+        let secret = |key: &str,
+                      inline: Option<String>,
+                      env: Option<String>,
+                      file: Option<PathBuf>|
+         -> Result<Option<Secret>, ConfigError> {
+            if let Some(v) = inline {
+                if !allow_inline {
+                    return Err(invalid(
+                        format!("output.{key}"),
+                        format!(
+                            "inline secrets are refused; use output.{key}_env or output.{key}_file \
+                             (or set harvester.allow_inline_secrets = true)"
+                        ),
+                    ));
+                }
+                return Ok(Some(Secret::new(v)));
+            }
+            if let Some(var) = env {
+                return match (secrets.env)(&var) {
+                    Some(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+                    _ => Err(invalid(
+                        format!("output.{key}_env"),
+                        format!("environment variable {var} is not set"),
+                    )),
+                };
+            }
+            if let Some(path) = file {
+                return read_secret_file(&format!("output.{key}_file"), &path).map(Some);
+            }
+            Ok(None)
+        };
+
+        let url = |u: Option<String>| -> Result<String, ConfigError> {
+            let u = u.ok_or_else(|| invalid("output.url", "is required for this kind"))?;
+            check_url("output.url", &u)?;
+            Ok(u.trim_end_matches('/').to_string())
+        };
+        let kind = match self.kind.as_deref().unwrap_or("influxdb_v2") {
+            "influxdb_v2" => SinkKind::InfluxV2 {
+                url: url(self.url)?,
+                org: self.org.unwrap_or_default(),
+                bucket: self
+                    .bucket
+                    .ok_or_else(|| invalid("output.bucket", "is required for influxdb_v2"))?,
+                token: secret("token", self.token, self.token_env, self.token_file)?,
+            },
+            "influxdb_v1" => SinkKind::InfluxV1 {
+                url: url(self.url)?,
+                database: self
+                    .database
+                    .ok_or_else(|| invalid("output.database", "is required for influxdb_v1"))?,
+                retention_policy: self.retention_policy,
+                username: self.username,
+                password: secret("password", None, self.password_env, self.password_file)?,
+            },
+            "file" => SinkKind::File {
+                path: self
+                    .path
+                    .ok_or_else(|| invalid("output.path", "is required for kind = \"file\""))?,
+            },
+            "stdout" => SinkKind::Stdout,
+            other => {
+                return Err(invalid(
+                    "output.kind",
+                    format!("`{other}` is not one of: influxdb_v2, influxdb_v1, file, stdout"),
+                ));
+            }
+        };
+        let d = SinkConfig::new(SinkKind::Stdout);
+        let batch_size = self.batch_size.unwrap_or(d.batch_size);
+        if batch_size == 0 {
+            return Err(invalid("output.batch_size", "must be >= 1"));
+        }
+        Ok(SinkConfig {
+            kind,
+            gzip: self.gzip.unwrap_or(d.gzip),
+            batch_size,
+            batch_bytes: self.batch_bytes.unwrap_or(d.batch_bytes),
+            timeout: opt_duration("output.timeout", self.timeout)?.unwrap_or(d.timeout),
+            retry_max_elapsed: opt_duration("output.retry_max_elapsed", self.retry_max_elapsed)?
+                .unwrap_or(d.retry_max_elapsed),
+            ca_file: self.ca_file,
+            proxy: self.proxy,
+        })
+    }
+}
+
+impl RawTenant {
+    fn validate(
+        self,
+        i: usize,
+        secrets: &SecretSources,
+        allow_inline: bool,
+    ) -> Result<TenantConfig, ConfigError> {
+        let key = |k: &str| format!("tenant[{i}].{k}");
+        let name = self
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| invalid(key("name"), "is required"))?;
+        let customer_id = self
+            .customer_id
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| invalid(key("customer_id"), "is required"))?;
+        if !customer_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                key("customer_id"),
+                "may contain only letters, digits, '-' and '_'",
+            ));
+        }
+        let client_id = self
+            .client_id
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| invalid(key("client_id"), "is required"))?;
+
+        let client_secret = if let Some(v) = self.client_secret {
+            if !allow_inline {
+                return Err(invalid(
+                    key("client_secret"),
+                    "inline secrets are refused; use client_secret_env, client_secret_file or \
+                     client_secret_credential (or set harvester.allow_inline_secrets = true)",
+                ));
+            }
+            Secret::new(v)
+        } else if let Some(var) = self.client_secret_env {
+            match (secrets.env)(&var) {
+                Some(v) if !v.is_empty() => Secret::new(v),
+                _ => {
+                    return Err(invalid(
+                        key("client_secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        } else if let Some(path) = self.client_secret_file {
+            read_secret_file(&key("client_secret_file"), &path)?
+        } else if let Some(cred) = self.client_secret_credential {
+            let dir = secrets.credentials_dir.as_ref().ok_or_else(|| {
+                invalid(
+                    key("client_secret_credential"),
+                    "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)",
+                )
+            })?;
+            read_secret_file(&key("client_secret_credential"), &dir.join(cred))?
+        } else {
+            return Err(invalid(
+                key("client_secret_env"),
+                "one of client_secret_env, client_secret_file, client_secret_credential is required",
+            ));
+        };
+
+        let region = self.region.unwrap_or_else(|| "global".into());
+        let host = REGIONS
+            .iter()
+            .find(|(r, _)| *r == region)
+            .map(|(_, h)| *h)
+            .ok_or_else(|| {
+                let known: Vec<_> = REGIONS.iter().map(|(r, _)| *r).collect();
+                invalid(
+                    key("region"),
+                    format!("`{region}` is not one of: {}", known.join(", ")),
+                )
+            })?;
+        let expand = |u: String| u.replace("{customer_id}", &customer_id);
+        let token_url = expand(
+            self.token_url
+                .unwrap_or_else(|| format!("{host}/cctrustoauth2/{{customer_id}}/tokens/clients")),
+        );
+        check_url(&key("token_url"), &token_url)?;
+        let fallback_token_url = match self.fallback_token_url.as_deref() {
+            Some("") => None,
+            Some(u) => Some(expand(u.to_string())),
+            None => Some(expand(DEFAULT_FALLBACK_TOKEN_URL.to_string())),
+        };
+        if let Some(u) = &fallback_token_url {
+            check_url(&key("fallback_token_url"), u)?;
+        }
+        let monitor_url = expand(
+            self.monitor_url
+                .unwrap_or_else(|| format!("{host}/monitorodata")),
+        );
+        check_url(&key("monitor_url"), &monitor_url)?;
+        let monitor_url = monitor_url.trim_end_matches('/').to_string();
+
+        let entities = self
+            .entities
+            .unwrap_or_else(|| KNOWN_ENTITIES.iter().map(|s| s.to_string()).collect());
+        for e in &entities {
+            if !KNOWN_ENTITIES.contains(&e.as_str()) {
+                return Err(invalid(
+                    key("entities"),
+                    format!("`{e}` is not one of: {}", KNOWN_ENTITIES.join(", ")),
+                ));
+            }
+        }
+        Ok(TenantConfig {
+            name,
+            customer_id,
+            client_id,
+            client_secret,
+            token_url,
+            fallback_token_url,
+            monitor_url,
+            entities,
+        })
+    }
+}
+
+fn check_url(key: &str, u: &str) -> Result<(), ConfigError> {
+    let parsed =
+        url::Url::parse(u).map_err(|e| invalid(key, format!("`{u}` is not a URL: {e}")))?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(invalid(key, format!("`{u}` must be http or https")));
+    }
+    Ok(())
+}
+
+fn opt_duration(key: &str, v: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    v.map(|s| parse_duration(&s).map_err(|m| invalid(key, m)))
+        .transpose()
+}
+
+/// Parses operator-style durations: `500ms`, `30s`, `5m`, `1h30m`, `7d`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{s}` is not a duration like 30s, 5m, 1h30m, 7d"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{s}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            _ => {
+                return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d)"));
+            }
+        };
+        total += d;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> SecretSources {
+        SecretSources {
+            env: Box::new(move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }),
+            credentials_dir: None,
+        }
+    }
+
+    const MINIMAL: &str = r#"
+[output]
+kind = "influxdb_v1"
+url = "http://127.0.0.1:8086"
+database = "citrix"
+
+[[tenant]]
+name = "Contoso"
+customer_id = "contoso1"
+client_id = "abc"
+client_secret_env = "CONTOSO_SECRET"
+region = "eu"
+"#;
+
+    fn err_key(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m5").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn minimal_config_gets_regional_urls_and_defaults() {
+        let c = Config::from_toml_str(MINIMAL, &env(&[("CONTOSO_SECRET", "s3cret")])).unwrap();
+        let t = &c.tenants[0];
+        assert_eq!(
+            t.token_url,
+            "https://api-eu.cloud.com/cctrustoauth2/contoso1/tokens/clients"
+        );
+        assert_eq!(
+            t.fallback_token_url.as_deref(),
+            Some("https://api.westeurope.cloud.com/cctrustoauth2/contoso1/tokens/clients")
+        );
+        assert_eq!(t.monitor_url, "https://api-eu.cloud.com/monitorodata");
+        assert_eq!(t.client_secret.expose(), "s3cret");
+        assert_eq!(t.entities, vec!["connections", "machines"]);
+        assert_eq!(c.harvester.interval, Duration::from_secs(300));
+        assert_eq!(c.citrix.auth_scheme, AuthScheme::CwsAuth);
+        assert!(format!("{c:?}").contains("***"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let no_secret = env(&[]);
+        assert_eq!(
+            err_key(Config::from_toml_str(MINIMAL, &no_secret)),
+            "tenant[0].client_secret_env"
+        );
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let bad_region = MINIMAL.replace("\"eu\"", "\"mars\"");
+        assert_eq!(
+            err_key(Config::from_toml_str(&bad_region, &s)),
+            "tenant[0].region"
+        );
+        let inline = MINIMAL.replace(
+            "client_secret_env = \"CONTOSO_SECRET\"",
+            "client_secret = \"x\"",
+        );
+        assert_eq!(
+            err_key(Config::from_toml_str(&inline, &s)),
+            "tenant[0].client_secret"
+        );
+        let bad_interval = format!("[harvester]\ninterval = \"5 minutes\"\n{MINIMAL}");
+        assert_eq!(
+            err_key(Config::from_toml_str(&bad_interval, &s)),
+            "harvester.interval"
+        );
+        let bad_entity = MINIMAL.replace(
+            "region = \"eu\"",
+            "region = \"eu\"\nentities = [\"conections\"]",
+        );
+        assert_eq!(
+            err_key(Config::from_toml_str(&bad_entity, &s)),
+            "tenant[0].entities"
+        );
+        let no_db = MINIMAL.replace("database = \"citrix\"", "");
+        assert_eq!(
+            err_key(Config::from_toml_str(&no_db, &s)),
+            "output.database"
+        );
+        let dup = format!(
+            "{MINIMAL}{}",
+            &MINIMAL[MINIMAL.find("[[tenant]]").unwrap()..]
+        );
+        assert_eq!(err_key(Config::from_toml_str(&dup, &s)), "tenant[1].name");
+    }
+
+    #[test]
+    fn unknown_keys_fail_loudly() {
+        let typo = MINIMAL.replace("region = \"eu\"", "regoin = \"eu\"");
+        let err = Config::from_toml_str(&typo, &env(&[("CONTOSO_SECRET", "x")])).unwrap_err();
+        assert!(err.to_string().contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn url_overrides_expand_customer_id() {
+        let text = MINIMAL.replace(
+            "region = \"eu\"",
+            "token_url = \"http://127.0.0.1:9/cctrustoauth2/{customer_id}/tokens/clients\"\n\
+             fallback_token_url = \"\"\nmonitor_url = \"http://127.0.0.1:9/monitorodata/\"",
+        );
+        let c = Config::from_toml_str(&text, &env(&[("CONTOSO_SECRET", "x")])).unwrap();
+        let t = &c.tenants[0];
+        assert_eq!(
+            t.token_url,
+            "http://127.0.0.1:9/cctrustoauth2/contoso1/tokens/clients"
+        );
+        assert_eq!(t.fallback_token_url, None);
+        assert_eq!(t.monitor_url, "http://127.0.0.1:9/monitorodata");
+    }
+
+    #[test]
+    fn secret_from_file_and_credentials_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("contoso"), "from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "client_secret_env = \"CONTOSO_SECRET\"",
+            "client_secret_credential = \"contoso\"",
+        );
+        let s = SecretSources {
+            env: Box::new(|_| None),
+            credentials_dir: Some(dir.path().to_path_buf()),
+        };
+        let c = Config::from_toml_str(&text, &s).unwrap();
+        assert_eq!(c.tenants[0].client_secret.expose(), "from-file");
+    }
+}

@@ -1,0 +1,22 @@
+//! Logging set-up: human-readable lines on a terminal, JSON lines for journald/Loki, filtered by
+//! `RUST_LOG` (default `info`). Logs go to stderr so that `--dry-run` can own stdout. Nothing else
+//! belongs here yet; self-metrics and the health endpoint will.
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
