@@ -141,7 +141,7 @@ async fn v2_vm(gzip: bool) {
             )
         })
         .collect();
-    got.sort_by(|a, b| a.2.cmp(&b.2));
+    got.sort_by_key(|g| g.2);
     for (i, (machine, value, ts)) in got.into_iter().enumerate() {
         let i = i as i64;
         assert_eq!(machine, format!("m={i}"));
