@@ -1,0 +1,295 @@
+//! HTTP writer for the InfluxDB v2 write API (`/api/v2/write`, also VictoriaMetrics and
+//! InfluxDB 2.x/3.x) and the v1 API (`/write`). It owns request building (URL, auth header,
+//! gzip), retrying one batch with backoff, and splitting/bisecting a batch the server refuses.
+//! It must not encode points (that is `lineproto`) or decide what a status means (that is
+//! `classify`); secrets go into headers only, never into a URL or a log line.
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use rand::{Rng, SeedableRng};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, StatusCode};
+use tokio::time::Instant;
+use url::Url;
+
+use super::classify::{Disposition, Misconfig, TransportKind, classify, parse_retry_after};
+use super::deadletter::dead_letter;
+use super::{SinkError, WriteReport};
+use crate::secret::Secret;
+
+/// Longest part of an error body kept for logs and errors.
+const MAX_REASON: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    V1,
+    V2,
+}
+
+pub(crate) enum Auth {
+    None,
+    Token(Secret),
+    Basic(String, Option<Secret>),
+}
+
+pub(crate) struct HttpWriter {
+    pub(crate) client: Client,
+    pub(crate) api: Api,
+    /// Full write URL including the query (db/org/bucket/precision, never credentials).
+    pub(crate) write_url: Url,
+    /// `write_url` without any user info, for logs and errors.
+    pub(crate) shown_url: String,
+    pub(crate) auth: Auth,
+    pub(crate) gzip: bool,
+    pub(crate) retry_max_elapsed: Duration,
+    /// The sink's description, for the dead-letter hook.
+    pub(crate) target: String,
+}
+
+/// Result of one failed attempt: what to do next plus what to tell the operator.
+#[derive(Debug)]
+struct Failure {
+    disposition: Disposition,
+    status: Option<StatusCode>,
+    reason: String,
+}
+
+/// Removes user info from a URL so it can be shown.
+pub(crate) fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+impl HttpWriter {
+    fn setting_hint(&self, m: Misconfig) -> &'static str {
+        match (self.api, m) {
+            (Api::V2, Misconfig::Auth) => "check the sink's `token` setting",
+            (Api::V1, Misconfig::Auth) => "check the sink's `username` and `password` settings",
+            (Api::V2, Misconfig::NotFound) => "check the sink's `org`, `bucket` and `url` settings",
+            (Api::V1, Misconfig::NotFound) => "check the sink's `database` and `url` settings",
+        }
+    }
+
+    /// Delivers the lines `lines` (byte ranges into `buf`, contiguous), splitting and bisecting
+    /// as the server demands. Returns the counts, or an error when a part failed for good.
+    pub(crate) async fn deliver(
+        &self,
+        buf: &[u8],
+        ends: &[usize],
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        // Line i spans start(i)..ends[i]. A work stack of line-index ranges replaces recursion;
+        // the first half is pushed last so lines go out in order.
+        let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
+        let mut stack: Vec<Range<usize>> = Vec::with_capacity(16);
+        stack.push(0..ends.len());
+        while let Some(r) = stack.pop() {
+            let n = r.len();
+            if n == 0 {
+                continue;
+            }
+            let bytes = &buf[start(r.start)..ends[r.end - 1]];
+            let halves = |stack: &mut Vec<Range<usize>>| {
+                let mid = r.start + n / 2;
+                stack.push(mid..r.end);
+                stack.push(r.start..mid);
+            };
+            match self.send_with_retry(bytes).await {
+                Ok(()) => report.written += n,
+                Err(f) => match f.disposition {
+                    Disposition::Split | Disposition::Reject if n > 1 => {
+                        tracing::debug!(url = %self.shown_url, lines = n, status = ?f.status, "bisecting batch");
+                        halves(&mut stack);
+                    }
+                    Disposition::Split | Disposition::Reject => {
+                        report.rejected += 1;
+                        dead_letter(&self.target, bytes, &f.reason);
+                    }
+                    Disposition::AcceptPartial { dropped: Some(d) } => {
+                        let d = d.min(n);
+                        report.written += n - d;
+                        report.dropped += d;
+                        tracing::error!(url = %self.shown_url, lines = n, dropped = d, reason = %f.reason, "server dropped lines of a batch");
+                    }
+                    Disposition::AcceptPartial { dropped: None } if n > 1 => halves(&mut stack),
+                    Disposition::AcceptPartial { dropped: None } => {
+                        report.dropped += 1;
+                        tracing::error!(url = %self.shown_url, line = %String::from_utf8_lossy(bytes).trim_end(), reason = %f.reason, "server dropped a line");
+                    }
+                    Disposition::Misconfigured(m) => {
+                        let hint = self.setting_hint(m);
+                        tracing::error!(url = %self.shown_url, status = ?f.status, hint, "giving up on a batch: the server refuses us");
+                        return Err(SinkError::GaveUp {
+                            url: self.shown_url.clone(),
+                            reason: format!("{}; {hint}", f.reason),
+                            elapsed: self.retry_max_elapsed,
+                            report: *report,
+                        });
+                    }
+                    Disposition::Retry { .. } => {
+                        return Err(SinkError::GaveUp {
+                            url: self.shown_url.clone(),
+                            reason: f.reason,
+                            elapsed: self.retry_max_elapsed,
+                            report: *report,
+                        });
+                    }
+                    Disposition::Fail | Disposition::Delivered => {
+                        return Err(SinkError::Refused {
+                            url: self.shown_url.clone(),
+                            status: f.status.map(|s| s.as_u16()).unwrap_or(0),
+                            reason: f.reason,
+                            report: *report,
+                        });
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one body, retrying transient failures with exponential backoff and full jitter
+    /// (or the server's Retry-After) until `retry_max_elapsed` is used up.
+    async fn send_with_retry(&self, lines: &[u8]) -> Result<(), Failure> {
+        let body = if self.gzip {
+            // Level 1: line protocol still shrinks ~10x and the CPU stays free for encoding.
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(lines.len() / 8),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(lines).expect("writing to a Vec cannot fail");
+            enc.finish().expect("writing to a Vec cannot fail")
+        } else {
+            lines.to_vec()
+        };
+        let started = Instant::now();
+        let budget = self.retry_max_elapsed;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_factor(2.0)
+            .without_max_times();
+        (|| self.send_once(&body))
+            .retry(backoff)
+            .when(|f: &Failure| f.disposition.is_retryable() && started.elapsed() < budget)
+            .adjust(|f: &Failure, d: Option<Duration>| {
+                let remaining = budget.saturating_sub(started.elapsed());
+                if remaining.is_zero() {
+                    return None;
+                }
+                let wait = match f.disposition {
+                    Disposition::Retry { after: Some(after) } => after,
+                    // Full jitter: anywhere between zero and the exponential delay.
+                    _ => {
+                        let d = d?;
+                        d.mul_f64(jitter_fraction())
+                    }
+                };
+                Some(wait.min(remaining))
+            })
+            .notify(|f: &Failure, wait: Duration| match f.disposition {
+                Disposition::Misconfigured(m) => tracing::warn!(
+                    url = %self.shown_url, status = ?f.status, hint = self.setting_hint(m),
+                    retry_in = ?wait, "server refuses the write"
+                ),
+                _ => tracing::warn!(
+                    url = %self.shown_url, status = ?f.status, reason = %f.reason,
+                    retry_in = ?wait, "write failed; retrying"
+                ),
+            })
+            .await
+    }
+
+    async fn send_once(&self, body: &[u8]) -> Result<(), Failure> {
+        let mut req = self
+            .client
+            .post(self.write_url.clone())
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )
+            .body(body.to_vec());
+        if self.gzip {
+            req = req.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Token(t) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Token {}", t.expose())).map_err(|_| {
+                        Failure {
+                            disposition: Disposition::Misconfigured(Misconfig::Auth),
+                            status: None,
+                            reason: "token contains characters not allowed in a header".into(),
+                        }
+                    })?;
+                v.set_sensitive(true);
+                req = req.header(AUTHORIZATION, v);
+            }
+            Auth::Basic(u, p) => req = req.basic_auth(u, p.as_ref().map(|p| p.expose())),
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_connect() {
+                    TransportKind::Connect
+                } else if e.is_timeout() {
+                    TransportKind::Timeout
+                } else {
+                    TransportKind::Other
+                };
+                return Err(Failure {
+                    disposition: classify(None, "", None, Some(kind)),
+                    status: None,
+                    reason: format!("{kind:?}: {}", error_chain(&e.without_url())),
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let text = match resp.bytes().await {
+            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(MAX_REASON)]).into_owned(),
+            Err(e) => format!("(body unreadable: {})", error_chain(&e.without_url())),
+        };
+        let disposition = classify(Some(status), &text, retry_after, None);
+        Err(Failure {
+            disposition,
+            status: Some(status),
+            reason: format!("HTTP {status}: {}", text.trim()),
+        })
+    }
+}
+
+/// A uniform number in [0, 1] for full jitter. The crate builds rand without OS entropy, so
+/// seed from std's per-process random hash keys: plenty for spreading retries apart.
+fn jitter_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    rand::rngs::SmallRng::seed_from_u64(seed).random_range(0.0..=1.0)
+}
+
+/// An error and its sources on one line; reqwest's top-level message alone says little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
