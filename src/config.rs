@@ -804,3 +804,42 @@ region = "eu"
         assert_eq!(c.tenants[0].client_secret.expose(), "from-file");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The shipped example must stay valid and show the documented defaults.
+    #[test]
+    fn example_config_parses_with_its_defaults() {
+        let text = include_str!("../config/citrix-harvester.toml");
+        let s = SecretSources {
+            env: Box::new(|k| match k {
+                "INFLUX_TOKEN" | "CONTOSO_CLIENT_SECRET" => Some("x".into()),
+                _ => None,
+            }),
+            credentials_dir: None,
+        };
+        let c = Config::from_toml_str(text, &s).unwrap();
+        let d = HarvesterConfig::default();
+        assert_eq!(c.harvester.interval, d.interval);
+        assert_eq!(c.harvester.jitter, d.jitter);
+        assert_eq!(c.harvester.lookback, d.lookback);
+        assert_eq!(c.harvester.overlap, d.overlap);
+        assert_eq!(
+            c.harvester.max_concurrent_requests,
+            d.max_concurrent_requests
+        );
+        let dc = CitrixConfig::default();
+        assert_eq!(c.citrix.request_timeout, dc.request_timeout);
+        assert_eq!(c.citrix.max_retries, dc.max_retries);
+        assert_eq!(c.citrix.max_pages, dc.max_pages);
+        let ds = SinkConfig::new(SinkKind::Stdout);
+        assert_eq!(c.output.batch_size, ds.batch_size);
+        assert_eq!(c.output.batch_bytes, ds.batch_bytes);
+        assert_eq!(c.output.timeout, ds.timeout);
+        assert_eq!(c.output.retry_max_elapsed, ds.retry_max_elapsed);
+        assert_eq!(c.output.gzip, ds.gzip);
+        assert_eq!(c.tenants[0].entities, KNOWN_ENTITIES);
+    }
+}
