@@ -13,6 +13,11 @@
 //! - **Rewrite 2, control characters:** newline, carriage return and tab never appear raw; they
 //!   are written as the two characters `\n`, `\r`, `\t` everywhere (names and string values),
 //!   so a reader sees a backslash followed by a letter.
+//! - **Rewrite 3, backslash before a special character in measurements and field keys:** a run
+//!   of backslashes directly before `,`, `=`, space or `"` is dropped there. InfluxDB 1.x reads
+//!   those two kinds of name inconsistently (its field scanner pairs backslashes while the key
+//!   reader looks at the previous byte, so `a\\,b` breaks the line; `\"` loses its backslash;
+//!   a measurement is un-escaped twice). Tag keys and tag values keep such backslashes intact.
 //! - string field values: `\` is escaped as `\\`, then `"` as `\"`.
 //! - empty tag values are omitted; NaN and ±Inf float fields are omitted; a point left without
 //!   fields is rejected.
@@ -200,6 +205,38 @@ fn write_escaped(out: &mut Vec<u8>, s: &[u8], class: &[u8; 256]) {
     out.extend_from_slice(&s[start..]);
 }
 
+/// Bytes before which a backslash run is dropped in measurements and field keys (rewrite 3).
+#[inline]
+fn drops_backslash(b: u8) -> bool {
+    matches!(b, b',' | b'=' | b' ' | b'"')
+}
+
+/// Writes a measurement or field key: rewrite 3, then escaping. The fast path (no backslash)
+/// is the plain escaper.
+#[inline]
+fn write_name(out: &mut Vec<u8>, s: &[u8], class: &[u8; 256]) {
+    if !s.contains(&b'\\') {
+        return write_escaped(out, s, class);
+    }
+    let mut i = 0;
+    let mut start = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            let run = i;
+            while i < s.len() && s[i] == b'\\' {
+                i += 1;
+            }
+            if i < s.len() && drops_backslash(s[i]) {
+                write_escaped(out, &s[start..run], class);
+                start = i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    write_escaped(out, &s[start..], class);
+}
+
 /// Rewrite 1: strip trailing backslashes of a name or tag value.
 #[inline]
 fn trim_backslashes(s: &str) -> &str {
@@ -259,7 +296,7 @@ fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             name: p.measurement.to_string(),
         });
     }
-    write_escaped(out, measurement.as_bytes(), &MEASUREMENT);
+    write_name(out, measurement.as_bytes(), &MEASUREMENT);
 
     // Tags: sort indices by trimmed key; keep the caller's Vec untouched.
     let mut inline = [0usize; INLINE];
@@ -344,7 +381,7 @@ fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         }
         out.push(sep);
         sep = b',';
-        write_escaped(out, key.as_bytes(), &KEY_OR_TAG_VALUE);
+        write_name(out, key.as_bytes(), &KEY_OR_TAG_VALUE);
         out.push(b'=');
         match v {
             FieldValue::Int(i) => {
@@ -464,6 +501,16 @@ mod tests {
                 "f\n",
                 "a\nb\tc\rd",
                 "m\\nx,k\\ty=v\\rz f\\n=\"a\\nb\\tc\\rd\" 1\n",
+            ),
+            // rewrite 3: backslash runs before `,` `=` space `"` dropped in measurement and
+            // field keys, kept in tag keys and values
+            (
+                "a\\,b\\\"c",
+                "k\\,",
+                "v\\\"",
+                "f\\\\ g\\\"",
+                "s",
+                "a\\,b\"c,k\\\\,=v\\\" f\\ g\"=\"s\" 1\n",
             ),
             // non-ASCII passes through
             ("mé", "ключ", "値", "f😀", "ü", "mé,ключ=値 f😀=\"ü\" 1\n"),

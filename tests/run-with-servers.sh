@@ -141,9 +141,10 @@ export CH_TEST_INFLUXDB1_URL="http://127.0.0.1:$influx_port"
 log "CH_TEST_VM_URL=$CH_TEST_VM_URL CH_TEST_INFLUXDB1_URL=$CH_TEST_INFLUXDB1_URL"
 
 status=0
-cargo test "$@" || status=$?
-if [ "$status" -ne 0 ]; then
-  log "cargo test failed with status $status; server logs follow"
-  dump_logs
-fi
+cargo test "$@" 2>&1 | tee "$work/cargo-test.out" || status=$?
+# One closing line over all test binaries (cargo's last line is the doc-tests' own count).
+read -r passed failed < <(awk '/^test result:/ {
+  for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) }
+} END { print p + 0, f + 0 }' "$work/cargo-test.out")
+echo "tests: $passed passed, $failed failed"
 exit "$status"
