@@ -13,6 +13,8 @@
 //! - `GET /monitorodata/$metadata` returns a minimal CSDL document generated from the schema;
 //!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
 //! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
+//! - Query strings are form-decoded like ASP.NET does (`+` is a space), so a literal `+` in a
+//!   `$filter` (a `+02:00` offset, a string) must be sent as `%2B`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -263,6 +263,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_tick_instant_round_trips(ticks in 0i64..(4_102_444_800i64 * 10_000_000)) {
+            let d = DateTime::from_timestamp_nanos(ticks * 100);
+            let s = format_date(d);
+            proptest::prop_assert_eq!(parse_date_literal(&s), Ok(d));
+            let frac = s[19..s.len() - 1].trim_start_matches('.');
+            proptest::prop_assert!(!frac.ends_with('0') && frac.len() <= 7, "{}", s);
+        }
+    }
+
     #[test]
     fn guids_round_trip_lowercase() {
         let g = parse_guid("6B07220E-1D2C-4E6F-8A9B-0C1D2E3F4A5B").unwrap();
