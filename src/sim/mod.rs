@@ -1,72 +1,185 @@
-//! TEMPORARY interface stub; replaced by the real simulator from the `sim` branch.
-use chrono::{DateTime, Utc};
+//! The Citrix Monitor Service simulator: a local HTTP server that behaves like the Citrix Cloud
+//! token endpoint and `/monitorodata` (OData v4) as described in citrix-monitor-api.md, serving
+//! deterministic data for many tenants, with switchable faults and request statistics. This
+//! file owns the public API (`Simulator`, `SimHandle`, options); the pieces live in:
+//! - `schema`: entity sets, property types, navigations;  `value`: cell values and wire formats;
+//! - `generate`: the deterministic data generator;  `data`: tables and indexes;
+//! - `query`: the `$filter` parser and evaluator;  `odata`: the other query options, paging and
+//!   response shaping;
+//! - `auth`: issued tokens;  `faults`, `stats`: test controls;  `server`: the axum routes.
+//!
+//! It must not be used by the harvester's production paths; it exists for `simulate`, demos and
+//! tests.
+
+mod auth;
+mod data;
+mod faults;
+mod generate;
+mod odata;
+mod query;
+mod schema;
+mod server;
+mod stats;
+mod value;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use chrono::{DateTime, DurationRound, Utc};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use faults::{Faults, TokenFault};
+pub use stats::{SimStats, TenantStats};
+
+/// How much data to generate and how the server behaves.
+#[derive(Debug, Clone)]
 pub struct SimOptions {
     pub tenants: usize,
     pub seed: u64,
+    /// Server-driven page size (real cloud may be 1000, on-prem 100).
     pub page_size: usize,
+    /// Data covers `[now - history, now]`.
     pub now: DateTime<Utc>,
     pub history: chrono::Duration,
+    /// Sessions per day of tenant 0 (other tenants are scaled by 0.35–1.2); the total over the
+    /// history is `sessions_per_day × days`, spread with weekends at a quarter of a weekday.
     pub sessions_per_day: usize,
+    /// Emitted as the JSON string `"expires_in"`.
     pub token_lifetime_secs: u64,
 }
+
 impl Default for SimOptions {
     fn default() -> Self {
+        let now = Utc::now();
         SimOptions {
             tenants: 3,
             seed: 42,
             page_size: 100,
-            now: Utc::now(),
+            now: now
+                .duration_trunc(chrono::Duration::minutes(1))
+                .unwrap_or(now),
             history: chrono::Duration::days(2),
             sessions_per_day: 300,
             token_lifetime_secs: 3600,
         }
     }
 }
-#[derive(Debug, Clone)]
+
+/// One simulated customer and its API client.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimTenant {
     pub name: String,
     pub customer_id: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Fixed offset of the tenant's local time (no daylight saving).
     pub utc_offset_minutes: i32,
 }
-pub struct Simulator;
+
+/// A simulator with its data generated, not yet serving.
+pub struct Simulator {
+    state: Arc<server::State>,
+}
+
 impl Simulator {
-    pub fn new(_o: SimOptions) -> Simulator {
-        Simulator
+    /// Generates all data deterministically from `opts.seed`.
+    pub fn new(opts: SimOptions) -> Simulator {
+        Simulator {
+            state: Arc::new(server::State::new(opts)),
+        }
     }
+
     pub fn tenants(&self) -> Vec<SimTenant> {
-        vec![]
+        self.state.tenant_list()
     }
-    pub async fn start(self, _ip: std::net::IpAddr) -> std::io::Result<SimHandle> {
-        Ok(SimHandle)
+
+    /// Binds the regional and the fallback token listener on `ip` with ephemeral ports and
+    /// serves in a background task until the handle is shut down or dropped.
+    pub async fn start(self, ip: IpAddr) -> std::io::Result<SimHandle> {
+        let regional = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let fallback = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let regional_addr = regional.local_addr()?;
+        let fallback_addr = fallback.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let state = self.state.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = self.serve(regional, fallback, token).await {
+                tracing::warn!(error = %e, "simulator stopped with an error");
+            }
+        });
+        Ok(SimHandle {
+            state,
+            regional_addr,
+            fallback_addr,
+            shutdown,
+        })
     }
+
+    /// Serves on the given listeners until `shutdown` is cancelled. Hanging fault responses are
+    /// aborted then, so this returns promptly.
     pub async fn serve(
         self,
-        _r: tokio::net::TcpListener,
-        _f: tokio::net::TcpListener,
-        _s: CancellationToken,
+        regional: TcpListener,
+        fallback: TcpListener,
+        shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        Ok(())
+        server::serve(self.state, regional, fallback, shutdown).await
     }
 }
-pub struct SimHandle;
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimHandle {
+    state: Arc<server::State>,
+    regional_addr: SocketAddr,
+    fallback_addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
 impl SimHandle {
+    /// `http://IP:PORT` of the regional host (token endpoint and `/monitorodata`).
     pub fn regional_url(&self) -> String {
-        String::new()
+        format!("http://{}", self.regional_addr)
     }
+
+    /// `http://IP:PORT` of the fallback token host (token endpoint only).
     pub fn fallback_url(&self) -> String {
-        String::new()
+        format!("http://{}", self.fallback_addr)
     }
+
     pub fn monitor_base_url(&self) -> String {
-        String::new()
+        format!("{}/monitorodata", self.regional_url())
     }
+
     pub fn tenants(&self) -> Vec<SimTenant> {
-        vec![]
+        self.state.tenant_list()
     }
-    pub fn rows(&self, _c: &str, _e: &str) -> Vec<serde_json::Value> {
-        vec![]
+
+    /// Raw rows of an entity set exactly as served (no expansion), in key order; empty for an
+    /// unknown tenant or set.
+    pub fn rows(&self, customer_id: &str, entity_set: &str) -> Vec<serde_json::Value> {
+        self.state.rows_json(customer_id, entity_set)
     }
-    pub fn shutdown(&self) {}
+
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// Replaces the faults of a tenant (unknown tenants are ignored, with a warning).
+    pub fn set_faults(&self, customer_id: &str, faults: Faults) {
+        if !self.state.set_faults(customer_id, faults) {
+            tracing::warn!(customer_id, "set_faults: no such simulated tenant");
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }

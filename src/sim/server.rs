@@ -1,0 +1,743 @@
+//! HTTP surface of the simulator (axum): the Citrix Cloud token endpoint on both listeners, the
+//! `/monitorodata` OData service on the regional listener, and the `/_sim/*` admin routes. It
+//! owns the per-tenant runtime state (faults, statistics, the one-request-at-a-time rule) and
+//! applies faults; it must not parse OData itself (odata.rs, query.rs) or generate data.
+//!
+//! Behaviour worth knowing (see citrix-monitor-api.md):
+//! - Monitor requests need `Authorization: CWSAuth bearer=<token>` (auth.rs) and a
+//!   `Citrix-CustomerId` header naming the token's tenant: otherwise 401 (missing/unknown/expired
+//!   token or missing header) or 403 (another tenant's token), with the Citrix Cloud error shape.
+//! - A Monitor request arriving while another of the same tenant is in flight gets 429
+//!   `{"statusCode":429,"message":…}` without `Retry-After` (its presence on the real service is
+//!   unverified); the `throttle_429` fault can add one.
+//! - `GET /monitorodata/$metadata` returns a minimal CSDL document generated from the schema;
+//!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
+//! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
+//! - Query strings are form-decoded like ASP.NET does (`+` is a space), so a literal `+` in a
+//!   `$filter` (a `+02:00` offset, a string) must be sent as `%2B`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{TokenCheck, Tokens, parse_authorization};
+use super::data::TenantData;
+use super::faults::{Faults, MonitorFault, TokenFault};
+use super::schema::{ENTITY_SETS, NavKind, entity_set};
+use super::stats::{SimStats, TenantStats};
+use super::{SimOptions, SimTenant, generate, odata};
+
+const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
+
+struct Tenant {
+    info: SimTenant,
+    data: TenantData,
+    faults: Mutex<Faults>,
+    stats: Mutex<TenantStats>,
+    in_flight: AtomicU64,
+}
+
+impl Tenant {
+    fn stats(&self) -> std::sync::MutexGuard<'_, TenantStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything the handlers share.
+pub struct State {
+    opts: SimOptions,
+    tenants: Vec<Tenant>,
+    by_customer: HashMap<String, usize>,
+    by_client: HashMap<String, usize>,
+    tokens: Tokens,
+    /// Cancelled when serving stops, so hanging fault responses end.
+    stop: CancellationToken,
+}
+
+impl State {
+    pub fn new(opts: SimOptions) -> State {
+        let tenants: Vec<Tenant> = (0..opts.tenants)
+            .map(|i| {
+                let info = generate::tenant_identity(opts.seed, i);
+                let data = TenantData::new(generate::generate(&opts, i, &info));
+                Tenant {
+                    info,
+                    data,
+                    faults: Mutex::new(Faults::default()),
+                    stats: Mutex::new(TenantStats::default()),
+                    in_flight: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        let by_customer = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.info.customer_id.clone(), i))
+            .collect();
+        let by_client = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.info.client_id.clone(), i))
+            .collect();
+        State {
+            tokens: Tokens::new(opts.seed),
+            opts,
+            tenants,
+            by_customer,
+            by_client,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    pub fn tenant_list(&self) -> Vec<SimTenant> {
+        self.tenants.iter().map(|t| t.info.clone()).collect()
+    }
+
+    pub fn rows_json(&self, customer_id: &str, set: &str) -> Vec<serde_json::Value> {
+        let (Some(&t), Some(def)) = (self.by_customer.get(customer_id), entity_set(set)) else {
+            return Vec::new();
+        };
+        let table = self.tenants[t].data.table(set);
+        let mut idx: Vec<usize> = (0..table.rows.len()).collect();
+        let key = def.key_index();
+        idx.sort_by(|&a, &b| {
+            super::query::compare((&table.rows[a][key]).into(), (&table.rows[b][key]).into())
+        });
+        idx.into_iter()
+            .map(|i| odata::row_json(def, &table.rows[i]))
+            .collect()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        SimStats {
+            tenants: self
+                .tenants
+                .iter()
+                .map(|t| (t.info.customer_id.clone(), t.stats().clone()))
+                .collect(),
+        }
+    }
+
+    /// Replaces a tenant's faults; `false` for an unknown tenant.
+    pub fn set_faults(&self, customer_id: &str, mut faults: Faults) -> bool {
+        let Some(&t) = self.by_customer.get(customer_id) else {
+            return false;
+        };
+        if faults.expire_tokens {
+            self.tokens.revoke_tenant(t);
+            faults.expire_tokens = false;
+        }
+        *self.tenants[t].faults() = faults;
+        true
+    }
+
+    fn clear_faults(&self) {
+        for t in &self.tenants {
+            *t.faults() = Faults::default();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Regional,
+    Fallback,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    state: Arc<State>,
+    listener: Listener,
+    local: SocketAddr,
+}
+
+/// Serves both listeners until `shutdown` is cancelled.
+pub async fn serve(
+    state: Arc<State>,
+    regional: TcpListener,
+    fallback: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let stop = state.stop.clone();
+    let regional_ctx = Ctx {
+        state: state.clone(),
+        listener: Listener::Regional,
+        local: regional.local_addr()?,
+    };
+    let fallback_ctx = Ctx {
+        state,
+        listener: Listener::Fallback,
+        local: fallback.local_addr()?,
+    };
+    let done = CancellationToken::new();
+    // Either token ends serving; `stop` also aborts hanging fault responses.
+    let watcher = {
+        let (stop, done) = (stop.clone(), done.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = stop.cancelled() => {}
+            }
+            stop.cancel();
+            done.cancel();
+        })
+    };
+    let a = axum::serve(regional, router(regional_ctx))
+        .with_graceful_shutdown(done.clone().cancelled_owned());
+    let b = axum::serve(fallback, router(fallback_ctx))
+        .with_graceful_shutdown(done.clone().cancelled_owned());
+    let (ra, rb) = tokio::join!(async { a.await }, async { b.await });
+    watcher.abort();
+    ra.and(rb)
+}
+
+fn router(ctx: Ctx) -> Router {
+    let mut r = Router::new()
+        .route("/cctrustoauth2/{customer}/tokens/clients", post(token))
+        .route("/_sim/stats", get(admin_stats))
+        .route(
+            "/_sim/faults",
+            get(admin_get_faults)
+                .post(admin_set_faults)
+                .delete(admin_clear_faults),
+        );
+    if ctx.listener == Listener::Regional {
+        r = r
+            .route("/monitorodata", get(service_document))
+            .route("/monitorodata/", get(service_document))
+            .route("/monitorodata/{set}", get(monitor));
+    }
+    r.fallback(not_found).with_state(ctx)
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
+    respond(status, "application/json; charset=utf-8", v.to_string())
+}
+
+fn odata_error(status: StatusCode, message: &str) -> Response {
+    let mut r = json_response(status, json!({"error": {"code": "", "message": message}}));
+    r.headers_mut()
+        .insert("odata-version", HeaderValue::from_static("4.0"));
+    r
+}
+
+/// Citrix Cloud gateway error shape (citrix-monitor-api.md §5.5).
+fn cloud_error(status: StatusCode, kind: &str, detail: &str) -> Response {
+    json_response(
+        status,
+        json!({"type": format!("https://errors-api.cloud.com/common/{kind}"), "detail": detail, "parameters": []}),
+    )
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(
+        status,
+        json!({"error": error, "error_description": description}),
+    )
+}
+
+async fn not_found(uri: Uri) -> Response {
+    odata_error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "No HTTP resource was found that matches the request URI '{}'.",
+            uri.path()
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Token endpoint
+
+async fn token(
+    AxState(ctx): AxState<Ctx>,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let state = &ctx.state;
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let by_client = field("client_id").and_then(|c| state.by_client.get(c).copied());
+    let tenant = if customer == "root" {
+        by_client
+    } else {
+        state.by_customer.get(&customer).copied()
+    };
+
+    if let Some(t) = tenant {
+        let tenant = &state.tenants[t];
+        let fault = {
+            let mut s = tenant.stats();
+            let f = tenant.faults();
+            match ctx.listener {
+                Listener::Regional => {
+                    s.token_requests.regional += 1;
+                    f.regional_token
+                }
+                Listener::Fallback => {
+                    s.token_requests.fallback += 1;
+                    f.fallback_token
+                }
+            }
+        };
+        match fault {
+            Some(TokenFault::BadGateway) => {
+                return respond(
+                    StatusCode::BAD_GATEWAY,
+                    "text/html",
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                );
+            }
+            Some(TokenFault::GatewayTimeout) => {
+                return respond(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "text/html",
+                    "<html><body><h1>504 Gateway Time-out</h1></body></html>",
+                );
+            }
+            Some(TokenFault::Timeout) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    _ = state.stop.cancelled() => {}
+                }
+                return respond(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "text/html",
+                    "simulator stopped while hanging",
+                );
+            }
+            None => {}
+        }
+    }
+
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request body must be application/x-www-form-urlencoded.",
+        );
+    }
+    match field("grant_type") {
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The grant_type parameter is missing.",
+            );
+        }
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Only client_credentials is supported.",
+            );
+        }
+    }
+    let (Some(_), Some(secret)) = (field("client_id"), field("client_secret")) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required.",
+        );
+    };
+    let Some(t) = by_client else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed.",
+        );
+    };
+    let info = &state.tenants[t].info;
+    let path_ok = customer == "root" || customer == info.customer_id;
+    if secret != info.client_secret || !path_ok {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed.",
+        );
+    }
+    let lifetime = state.opts.token_lifetime_secs;
+    let token = state
+        .tokens
+        .issue(t, std::time::Duration::from_secs(lifetime));
+    json_response(
+        StatusCode::OK,
+        json!({"token_type": "bearer", "access_token": token, "expires_in": lifetime.to_string()}),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Monitor service
+
+/// Releases a tenant's in-flight slot however the handler ends (also when the client hangs up).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Checks auth and the per-tenant concurrency rule; on success returns the tenant index and
+/// the in-flight guard.
+fn admit<'a>(
+    state: &'a State,
+    headers: &HeaderMap,
+) -> Result<(usize, InFlight<'a>), Box<Response>> {
+    let named = headers
+        .get("citrix-customerid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|c| state.by_customer.get(c).copied());
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_authorization);
+    let check = token.map_or(TokenCheck::Unknown, |t| state.tokens.check(t));
+    let counted = named.or(match check {
+        TokenCheck::Valid { tenant } | TokenCheck::Expired { tenant } => Some(tenant),
+        TokenCheck::Unknown => None,
+    });
+    if let Some(t) = counted {
+        state.tenants[t].stats().requests += 1;
+    }
+    let deny = |status: StatusCode, kind: &str, detail: &str| {
+        if let Some(t) = counted {
+            state.tenants[t].stats().responses_401 += 1;
+        }
+        Box::new(cloud_error(status, kind, detail))
+    };
+    let tenant = match check {
+        TokenCheck::Valid { tenant } => tenant,
+        TokenCheck::Expired { .. } => {
+            return Err(deny(
+                StatusCode::UNAUTHORIZED,
+                "authentication",
+                "The access token has expired.",
+            ));
+        }
+        TokenCheck::Unknown => {
+            return Err(deny(
+                StatusCode::UNAUTHORIZED,
+                "authentication",
+                "Missing or invalid authentication details",
+            ));
+        }
+    };
+    if headers.get("citrix-customerid").is_none() {
+        return Err(deny(
+            StatusCode::UNAUTHORIZED,
+            "authentication",
+            "Missing or invalid authentication details",
+        ));
+    }
+    if named != Some(tenant) {
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            "authorization",
+            "The caller is not authorized for this customer.",
+        ));
+    }
+    let t = &state.tenants[tenant];
+    let n = t.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let guard = InFlight(&t.in_flight);
+    let mut s = t.stats();
+    s.max_in_flight = s.max_in_flight.max(n);
+    if n > 1 {
+        s.responses_429 += 1;
+        return Err(Box::new(json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"statusCode": 429, "message": "Rate limit is exceeded. Only one request per customer at a time."}),
+        )));
+    }
+    drop(s);
+    Ok((tenant, guard))
+}
+
+/// Applies `slow_ms` and the injected 429/500 faults.
+async fn injected(state: &State, t: usize) -> Option<Response> {
+    let tenant = &state.tenants[t];
+    let slow = tenant.faults().slow_ms;
+    if slow > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(slow)) => {}
+            _ = state.stop.cancelled() => {}
+        }
+    }
+    let fault = tenant.faults().take_monitor_fault();
+    match fault {
+        Some(MonitorFault::Throttle { retry_after_secs }) => {
+            tenant.stats().responses_429 += 1;
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"statusCode": 429, "message": "Rate limit is exceeded. Try again later."}),
+            );
+            if let Some(secs) = retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Some(r)
+        }
+        Some(MonitorFault::Error500) => {
+            tenant.stats().responses_500 += 1;
+            Some(odata_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An error has occurred.",
+            ))
+        }
+        None => None,
+    }
+}
+
+/// `http://<Host header>/monitorodata`: links point wherever the client reached us.
+fn service_base(headers: &HeaderMap, local: SocketAddr) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(h) => format!("http://{h}/monitorodata"),
+        None => format!("http://{local}/monitorodata"),
+    }
+}
+
+fn odata_ok(content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut r = respond(StatusCode::OK, content_type, body);
+    r.headers_mut()
+        .insert("odata-version", HeaderValue::from_static("4.0"));
+    r
+}
+
+/// Finishes a 200: counts rows and applies `malformed_json`.
+fn finish_ok(state: &State, t: usize, set: &str, rows: usize, mut body: Vec<u8>) -> Response {
+    let tenant = &state.tenants[t];
+    if tenant.faults().take_malformed() {
+        body.truncate(body.len() / 2);
+    } else if rows > 0 {
+        *tenant
+            .stats()
+            .rows_served
+            .entry(set.to_string())
+            .or_default() += rows as u64;
+    }
+    odata_ok(ODATA_JSON, body)
+}
+
+async fn service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Response {
+    let state = &ctx.state;
+    let (t, _guard) = match admit(state, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if let Some(r) = injected(state, t).await {
+        return r;
+    }
+    let base = service_base(&headers, ctx.local);
+    let value: Vec<_> = ENTITY_SETS
+        .iter()
+        .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
+        .collect();
+    let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
+    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+}
+
+async fn monitor(
+    AxState(ctx): AxState<Ctx>,
+    Path(set): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let state = &ctx.state;
+    let (t, _guard) = match admit(state, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if let Some(r) = injected(state, t).await {
+        return r;
+    }
+    if set == "$metadata" {
+        return odata_ok("application/xml", metadata_document().into_bytes());
+    }
+    let Some(def) = entity_set(&set) else {
+        return odata_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "No HTTP resource was found that matches the request URI '{}'.",
+                uri.path()
+            ),
+        );
+    };
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let opts = match odata::parse_options(&pairs, def) {
+        Ok(o) => o,
+        Err(e) => {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The query specified in the URI is not valid. {e}"),
+            );
+        }
+    };
+    let base = service_base(&headers, ctx.local);
+    let tenant = &state.tenants[t];
+    let page = odata::run(
+        &tenant.data,
+        def,
+        &opts,
+        &pairs,
+        &base,
+        state.opts.page_size,
+    );
+    let rows = page.value.len();
+    match serde_json::to_vec(&page) {
+        Ok(body) => finish_ok(state, t, def.set, rows, body),
+        Err(e) => odata_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("serialization failed: {e}"),
+        ),
+    }
+}
+
+/// A minimal CSDL document: entity types, keys, properties and navigations of the simulated
+/// sets (namespace as in the Monitor model docs). Enough for tools that browse `$metadata`; it
+/// is not the real service's full EDMX.
+fn metadata_document() -> String {
+    let ns = "Citrix.Monitor.Repository.V2";
+    let mut s = String::from(
+        r#"<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>"#,
+    );
+    let _ = write!(
+        s,
+        r#"<Schema Namespace="{ns}" xmlns="http://docs.oasis-open.org/odata/ns/edm">"#
+    );
+    for d in ENTITY_SETS {
+        let name = d.type_name.rsplit('.').next().unwrap_or(d.type_name);
+        let _ = write!(
+            s,
+            r#"<EntityType Name="{name}"><Key><PropertyRef Name="{}"/></Key>"#,
+            d.key
+        );
+        for p in d.props {
+            let nullable = if p.name == d.key {
+                r#" Nullable="false""#
+            } else {
+                ""
+            };
+            let _ = write!(
+                s,
+                r#"<Property Name="{}" Type="{}"{nullable}/>"#,
+                p.name,
+                p.ty.edm()
+            );
+        }
+        for n in d.navs {
+            let target = entity_set(n.target).map_or("", |t| t.type_name);
+            let ty = match n.kind {
+                NavKind::One { .. } => target.to_string(),
+                NavKind::Many { .. } => format!("Collection({target})"),
+            };
+            let _ = write!(s, r#"<NavigationProperty Name="{}" Type="{ty}"/>"#, n.name);
+        }
+        s.push_str("</EntityType>");
+    }
+    s.push_str(r#"<EntityContainer Name="Container">"#);
+    for d in ENTITY_SETS {
+        let _ = write!(
+            s,
+            r#"<EntitySet Name="{}" EntityType="{}"/>"#,
+            d.set, d.type_name
+        );
+    }
+    s.push_str("</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>");
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin
+
+async fn admin_stats(AxState(ctx): AxState<Ctx>) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_value(ctx.state.stats()).unwrap_or_default(),
+    )
+}
+
+async fn admin_get_faults(AxState(ctx): AxState<Ctx>) -> Response {
+    let all: serde_json::Map<String, serde_json::Value> = ctx
+        .state
+        .tenants
+        .iter()
+        .map(|t| {
+            (
+                t.info.customer_id.clone(),
+                serde_json::to_value(&*t.faults()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    json_response(StatusCode::OK, serde_json::Value::Object(all))
+}
+
+/// Body: `{"customer_id": "...", <Faults fields>}`; unknown fields are rejected.
+async fn admin_set_faults(AxState(ctx): AxState<Ctx>, body: Bytes) -> Response {
+    let bad = |m: String| json_response(StatusCode::BAD_REQUEST, json!({"error": m}));
+    let mut map: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(format!("body is not a JSON object: {e}")),
+    };
+    let Some(serde_json::Value::String(customer)) = map.remove("customer_id") else {
+        return bad("customer_id (string) is required".into());
+    };
+    let faults: Faults = match serde_json::from_value(serde_json::Value::Object(map)) {
+        Ok(f) => f,
+        Err(e) => return bad(format!("invalid faults: {e}")),
+    };
+    if ctx.state.set_faults(&customer, faults) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no simulated tenant '{customer}'")}),
+        )
+    }
+}
+
+async fn admin_clear_faults(AxState(ctx): AxState<Ctx>) -> Response {
+    ctx.state.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
