@@ -128,7 +128,7 @@ impl Collector for Connections {
             )
             .field_opt("session_key", c.session_key.clone())
             .field_opt(
-                "user",
+                "user_name",
                 session
                     .and_then(|s| s.user.as_ref())
                     .and_then(|u| u.user_name.clone()),
@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(field(p, "interactive_ms"), Some(&FieldValue::Int(10_000)));
         assert_eq!(field(p, "vm_start_ms"), None);
         assert_eq!(
-            field(p, "user"),
+            field(p, "user_name"),
             Some(&FieldValue::Str("DOM\\o'brien".into()))
         );
         assert_eq!(

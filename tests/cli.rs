@@ -1,0 +1,145 @@
+//! The command line as an operator uses it: README's demo command, `--once` exit codes and
+//! summaries against the simulator, and configuration errors that name the key.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+
+use citrix_harvester::scheduler::minute_now;
+use citrix_harvester::sim::{SimOptions, Simulator};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_citrix-harvester"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn demo_writes_line_protocol_and_prints_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.lp");
+    let res = bin()
+        .args(["demo", "--tenants", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("logon p95"), "{stdout}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let logons = text
+        .lines()
+        .filter(|l| l.starts_with("citrix_logon,"))
+        .count();
+    let machines = text
+        .lines()
+        .filter(|l| l.starts_with("citrix_machine,"))
+        .count();
+    assert!(logons > 100, "{logons} logon lines");
+    assert!(machines > 10, "{machines} machine lines");
+    // The table reports exactly what was written.
+    let total_in_table: usize = stdout
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // tenant names contain spaces: connections is the 4th column from the end
+            cols[cols.len() - 4].parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(total_in_table, logons, "{stdout}");
+}
+
+#[test]
+fn config_error_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[output]\nkind = \"stdout\"\n[[tenant]]\nname = \"A\"\ncustomer_id = \"a1\"\nclient_id = \"x\"\nclient_secret_env = \"NOPE_NOT_SET\"\n",
+    )
+    .unwrap();
+    let res = bin()
+        .arg("--config")
+        .arg(&path)
+        .arg("--once")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tenant[0].client_secret_env"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exit_code_and_summary_per_tenant() {
+    let sim = Simulator::new(SimOptions {
+        tenants: 2,
+        seed: 5,
+        now: minute_now(),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap();
+    let tenants = sim.tenants();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("points.lp");
+    let tenant_block = |name: &str, cid: &str, client: &str, secret_var: &str| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\ncustomer_id = \"{cid}\"\nclient_id = \"{client}\"\n\
+             client_secret_env = \"{secret_var}\"\n\
+             token_url = \"{r}/cctrustoauth2/{{customer_id}}/tokens/clients\"\n\
+             fallback_token_url = \"\"\nmonitor_url = \"{m}\"\n",
+            r = sim.regional_url(),
+            m = sim.monitor_base_url()
+        )
+    };
+    let cfg = format!(
+        "[harvester]\nstate_dir = \"{}\"\nlookback = \"3d\"\njitter = \"0s\"\n\
+         [output]\nkind = \"file\"\npath = \"{}\"\n{}{}",
+        dir.path().join("state").display(),
+        out.display(),
+        tenant_block(
+            &tenants[0].name.replace('"', "\\\""),
+            &tenants[0].customer_id,
+            &tenants[0].client_id,
+            "GOOD_SECRET"
+        ),
+        tenant_block(
+            "Wrong secret",
+            &tenants[1].customer_id,
+            &tenants[1].client_id,
+            "BAD_SECRET"
+        ),
+    );
+    let path = dir.path().join("h.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let good = tenants[0].client_secret.clone();
+    // One tenant with a wrong secret: exit 1, the good tenant is still harvested.
+    let res = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("--config")
+            .arg(&path)
+            .arg("--once")
+            .env("GOOD_SECRET", good)
+            .env("BAD_SECRET", "not-the-secret")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr).to_string();
+    assert_eq!(res.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Wrong secret") && stderr.contains("FAILED"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-secret"),
+        "a secret reached the log:\n{stderr}"
+    );
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.lines().any(|l| l.starts_with("citrix_logon,")));
+    assert!(!written.contains(&format!("customer_id={}", tenants[1].customer_id)));
+}

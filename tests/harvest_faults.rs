@@ -1,0 +1,319 @@
+//! The Citrix side misbehaving, through the simulator's fault switches: the regional token host
+//! failing (fallback used), 429 with and without Retry-After, 500s, malformed JSON, an expired
+//! token, and paging over more than a thousand rows. Each test checks what reached the output
+//! against the simulator's rows, and that no tenant ever had two requests in flight.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use citrix_harvester::config::Config;
+use citrix_harvester::demo::config_for_simulator;
+use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
+use citrix_harvester::sim::{Faults, SimHandle, SimOptions, Simulator, TokenFault};
+use citrix_harvester::sink::{SinkConfig, SinkKind};
+
+async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
+    Simulator::new(SimOptions {
+        tenants,
+        seed,
+        page_size: 100,
+        now: minute_now(),
+        history: chrono::Duration::days(2),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .expect("simulator starts")
+}
+
+fn file_config(sim: &SimHandle, dir: &Path) -> Config {
+    let output = SinkConfig::new(SinkKind::File {
+        path: dir.join("points.lp"),
+    });
+    let mut cfg = config_for_simulator(
+        sim,
+        output,
+        dir.join("state"),
+        Duration::from_secs(3 * 86_400),
+    );
+    cfg.citrix.max_retry_delay = Duration::from_secs(2);
+    cfg.citrix.token_timeout = Duration::from_secs(2);
+    cfg
+}
+
+async fn once(cfg: &Config) -> Vec<TenantSummary> {
+    run(cfg, true, CancellationToken::new())
+        .await
+        .expect("harvester runs")
+}
+
+/// Distinct connection ids written for a customer (the file keeps every write, so a re-read
+/// connection appears twice there; InfluxDB would keep one point).
+fn written_connection_ids(dir: &Path, cid: &str) -> HashSet<i64> {
+    let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
+    let tag = format!(",customer_id={cid},");
+    text.lines()
+        .filter(|l| l.starts_with("citrix_logon,") && l.contains(&tag))
+        .map(|l| {
+            let at =
+                l.find("connection_id=").expect("connection_id field") + "connection_id=".len();
+            let end = l[at..].find('i').unwrap();
+            l[at..at + end].parse().unwrap()
+        })
+        .collect()
+}
+
+fn sim_connection_ids(sim: &SimHandle, cid: &str) -> HashSet<i64> {
+    sim.rows(cid, "Connections")
+        .iter()
+        .map(|c| c["Id"].as_i64().unwrap())
+        .collect()
+}
+
+fn assert_one_request_at_a_time(sim: &SimHandle) {
+    let stats = sim.stats();
+    for (cid, s) in &stats.tenants {
+        assert!(
+            s.max_in_flight <= 1,
+            "tenant {cid} had {} requests in flight",
+            s.max_in_flight
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regional_token_failure_falls_back_and_points_are_still_written() {
+    let Some(url) = common::influx1_url() else {
+        return;
+    };
+    let db = common::unique_name("fallback");
+    common::influx1_create_db(&url, &db).await;
+    let sim = start_sim(2, 21).await;
+    let tenants = sim.tenants();
+    sim.set_faults(
+        &tenants[0].customer_id,
+        Faults {
+            regional_token: Some(TokenFault::BadGateway),
+            ..Default::default()
+        },
+    );
+    sim.set_faults(
+        &tenants[1].customer_id,
+        Faults {
+            regional_token: Some(TokenFault::Timeout),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = file_config(&sim, dir.path());
+    cfg.output = SinkConfig::new(SinkKind::InfluxV1 {
+        url: url.clone(),
+        database: db.clone(),
+        retention_policy: None,
+        username: None,
+        password: None,
+    });
+    let summaries = once(&cfg).await;
+    assert!(summaries.iter().all(TenantSummary::ok), "{summaries:#?}");
+    let stats = sim.stats();
+    for t in &tenants {
+        let s = &stats.tenants[&t.customer_id];
+        assert!(
+            s.token_requests.regional >= 1,
+            "regional tried first: {s:?}"
+        );
+        assert_eq!(
+            s.token_requests.fallback, 1,
+            "one fallback token, then cached: {s:?}"
+        );
+        let q = format!(
+            "SELECT count(connection_id) FROM citrix_logon WHERE customer_id = '{}'",
+            t.customer_id
+        );
+        let rows = common::influx1_rows(&common::influx1_query(&url, &db, &q).await);
+        let count = rows.first().and_then(|r| r.get(1)).and_then(|v| v.as_u64());
+        assert_eq!(
+            count,
+            Some(sim.rows(&t.customer_id, "Connections").len() as u64),
+            "{}",
+            t.name
+        );
+    }
+    assert_one_request_at_a_time(&sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_honoured_with_and_without_retry_after() {
+    let sim = start_sim(2, 22).await;
+    let tenants = sim.tenants();
+    sim.set_faults(
+        &tenants[0].customer_id,
+        Faults {
+            throttle_429: 3,
+            retry_after_secs: Some(1),
+            ..Default::default()
+        },
+    );
+    sim.set_faults(
+        &tenants[1].customer_id,
+        Faults {
+            throttle_429: 2,
+            error_500: 2,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(&sim, dir.path());
+    let summaries = once(&cfg).await;
+    assert!(summaries.iter().all(TenantSummary::ok), "{summaries:#?}");
+    let stats = sim.stats();
+    assert_eq!(stats.tenants[&tenants[0].customer_id].responses_429, 3);
+    assert_eq!(stats.tenants[&tenants[1].customer_id].responses_429, 2);
+    assert_eq!(stats.tenants[&tenants[1].customer_id].responses_500, 2);
+    // Retry-After: 1 s was waited three times (a lower bound, safe on a slow machine).
+    assert!(
+        summaries[0].duration >= Duration::from_secs(3),
+        "{:?}",
+        summaries[0].duration
+    );
+    for t in &tenants {
+        assert_eq!(
+            written_connection_ids(dir.path(), &t.customer_id),
+            sim_connection_ids(&sim, &t.customer_id),
+            "{}",
+            t.name
+        );
+    }
+    assert_one_request_at_a_time(&sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_through_more_than_a_thousand_rows_at_page_size_100() {
+    let sim = start_sim(1, 23).await;
+    let t = &sim.tenants()[0];
+    let expected = sim_connection_ids(&sim, &t.customer_id);
+    assert!(
+        expected.len() >= 1050,
+        "simulator gave only {} connections",
+        expected.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let summaries = once(&file_config(&sim, dir.path())).await;
+    assert!(summaries[0].ok(), "{summaries:#?}");
+    let conns = summaries[0].entity("connections").unwrap();
+    assert_eq!(conns.records as usize, expected.len());
+    assert_eq!(conns.pages as usize, expected.len().div_ceil(100));
+    assert_eq!(written_connection_ids(dir.path(), &t.customer_id), expected);
+    assert_eq!(
+        sim.stats().tenants[&t.customer_id].rows_served["Connections"] as usize,
+        expected.len()
+    );
+    assert_one_request_at_a_time(&sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_page_fails_that_entity_only_and_nothing_is_lost_next_cycle() {
+    let sim = start_sim(2, 24).await;
+    let tenants = sim.tenants();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(&sim, dir.path());
+    // Machines are read first; the first Monitor answer of tenant 0 is cut short.
+    sim.set_faults(
+        &tenants[0].customer_id,
+        Faults {
+            malformed_json: 1,
+            ..Default::default()
+        },
+    );
+    let first = once(&cfg).await;
+    let bad = &first[0];
+    assert!(!bad.ok());
+    let machines = bad.entity("machines").unwrap();
+    let err = machines.error.as_deref().unwrap();
+    assert!(
+        err.contains(&tenants[0].name)
+            && err.contains("machines")
+            && err.contains("/monitorodata/Machines"),
+        "error must name tenant, entity and URL: {err}"
+    );
+    // The same tenant's connections and the other tenant went on.
+    assert!(bad.entity("connections").unwrap().error.is_none());
+    assert!(first[1].ok(), "{:?}", first[1]);
+    let second = once(&cfg).await;
+    assert!(second.iter().all(TenantSummary::ok), "{second:#?}");
+    for t in &tenants {
+        assert_eq!(
+            written_connection_ids(dir.path(), &t.customer_id),
+            sim_connection_ids(&sim, &t.customer_id)
+        );
+    }
+    assert_one_request_at_a_time(&sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_once() {
+    let sim = start_sim(1, 25).await;
+    let t = &sim.tenants()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(&sim, dir.path());
+    let h = std::sync::Arc::new(citrix_harvester::scheduler::Harvester::new(&cfg).unwrap());
+    let cancel = CancellationToken::new();
+    assert!(h.run_once(&cancel).await[0].ok());
+    let before = sim.stats().tenants[&t.customer_id].clone();
+    assert_eq!(before.token_requests.regional, 1);
+    sim.set_faults(
+        &t.customer_id,
+        Faults {
+            expire_tokens: true,
+            ..Default::default()
+        },
+    );
+    // Same harvester: its cached token is now rejected once, then replaced.
+    let s = h.run_once(&cancel).await;
+    assert!(s[0].ok(), "{s:#?}");
+    let after = sim.stats().tenants[&t.customer_id].clone();
+    assert_eq!(after.responses_401, before.responses_401 + 1);
+    assert_eq!(after.token_requests.regional, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_cycle_reads_only_rows_after_the_watermark() {
+    let sim = start_sim(1, 26).await;
+    let t = &sim.tenants()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(&sim, dir.path());
+    let first = once(&cfg).await;
+    let all = first[0].entity("connections").unwrap().records;
+    let wm = first[0]
+        .entity("connections")
+        .unwrap()
+        .watermark
+        .expect("watermark saved");
+    let second = once(&cfg).await;
+    assert!(second[0].ok());
+    let again = second[0].entity("connections").unwrap().records;
+    // Only the overlap window before the watermark is read again.
+    let overlap_start = wm - chrono::Duration::from_std(cfg.harvester.overlap).unwrap();
+    let in_overlap = sim
+        .rows(&t.customer_id, "Connections")
+        .iter()
+        .filter(|c| {
+            c["ModifiedDate"]
+                .as_str()
+                .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|m| m >= overlap_start)
+        })
+        .count() as u64;
+    assert_eq!(again, in_overlap);
+    assert!(again < all, "second cycle re-read {again} of {all}");
+    assert_eq!(
+        written_connection_ids(dir.path(), &t.customer_id),
+        sim_connection_ids(&sim, &t.customer_id)
+    );
+}
