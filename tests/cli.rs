@@ -143,3 +143,143 @@ async fn once_exit_code_and_summary_per_tenant() {
     assert!(written.lines().any(|l| l.starts_with("citrix_logon,")));
     assert!(!written.contains(&format!("customer_id={}", tenants[1].customer_id)));
 }
+
+/// A config file pointing at a running simulator (all tenants), with the given output block.
+fn sim_config(
+    sim: &citrix_harvester::sim::SimHandle,
+    dir: &std::path::Path,
+    output: &str,
+    extra_harvester: &str,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "[harvester]\nstate_dir = \"{}\"\nlookback = \"3d\"\njitter = \"0s\"\n{extra_harvester}\n[output]\n{output}\n",
+        dir.join("state").display()
+    );
+    for (i, t) in sim.tenants().iter().enumerate() {
+        text.push_str(&format!(
+            "[[tenant]]\nname = \"tenant {i}\"\ncustomer_id = \"{}\"\nclient_id = \"{}\"\n\
+             client_secret_env = \"SECRET_{i}\"\n\
+             token_url = \"{}/cctrustoauth2/{{customer_id}}/tokens/clients\"\n\
+             fallback_token_url = \"\"\nmonitor_url = \"{}\"\n",
+            t.customer_id,
+            t.client_id,
+            sim.regional_url(),
+            sim.monitor_base_url()
+        ));
+    }
+    let path = dir.join("h.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn with_secrets(mut c: Command, sim: &citrix_harvester::sim::SimHandle) -> Command {
+    for (i, t) in sim.tenants().iter().enumerate() {
+        c.env(format!("SECRET_{i}"), &t.client_secret);
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_line_protocol_on_stdout() {
+    let sim = Simulator::new(SimOptions {
+        tenants: 1,
+        seed: 8,
+        now: minute_now(),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(
+        &sim,
+        dir.path(),
+        "kind = \"file\"\npath = \"/nonexistent/never-written.lp\"",
+        "",
+    );
+    let mut cmd = with_secrets(bin(), &sim);
+    cmd.arg("--config").arg(&cfg).args(["--once", "--dry-run"]);
+    let res = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stdout = String::from_utf8(res.stdout).unwrap();
+    let conns = sim.rows(&sim.tenants()[0].customer_id, "Connections").len();
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("citrix_logon,"))
+            .count(),
+        conns
+    );
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.starts_with("citrix_logon,") || l.starts_with("citrix_machine,"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_stops_cleanly_on_sigterm_after_saving_its_watermark() {
+    let sim = Simulator::new(SimOptions {
+        tenants: 2,
+        seed: 9,
+        now: minute_now(),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("points.lp");
+    let cfg = sim_config(
+        &sim,
+        dir.path(),
+        &format!("kind = \"file\"\npath = \"{}\"", out.display()),
+        "interval = \"1h\"",
+    );
+    let mut cmd = with_secrets(bin(), &sim);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Wait until both tenants saved a connections watermark (their first cycle is complete).
+    let marks: Vec<_> = sim
+        .tenants()
+        .iter()
+        .map(|t| {
+            dir.path()
+                .join("state/checkpoints")
+                .join(&t.customer_id)
+                .join("connections.json")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marks.iter().all(|m| m.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first cycle did not finish"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let res = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "exit {:?}: {stderr}", res.status);
+    assert!(stderr.contains("Shutdown requested"), "{stderr}");
+    assert!(std::fs::read_to_string(&out).unwrap().lines().count() > 100);
+}
