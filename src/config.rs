@@ -3,7 +3,7 @@
 //! is wrong (`tenant[2].customer_id`, `output.url`, ...). Secrets are resolved here (env var,
 //! file, systemd credential) and kept in [`Secret`]; nothing in this file talks to the network.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ pub const DEFAULT_FALLBACK_TOKEN_URL: &str =
     "https://api.westeurope.cloud.com/cctrustoauth2/{customer_id}/tokens/clients";
 
 /// The entity kinds a tenant can collect.
-pub const KNOWN_ENTITIES: &[&str] = &["connections", "machines"];
+pub use crate::collect::registry::KINDS as KNOWN_ENTITIES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,6 +75,7 @@ struct RawHarvester {
     overlap: Option<String>,
     max_concurrent_requests: Option<usize>,
     allow_inline_secrets: Option<bool>,
+    schedule: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,6 +131,7 @@ struct RawTenant {
     fallback_token_url: Option<String>,
     monitor_url: Option<String>,
     entities: Option<Vec<String>>,
+    schedule: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
 }
 
@@ -161,6 +163,9 @@ pub struct HarvesterConfig {
     pub lookback: Duration,
     pub overlap: Duration,
     pub max_concurrent_requests: usize,
+    /// How often each job runs, by schedule key (an entity kind or `summaries_*`); a key not
+    /// here runs every `interval`.
+    pub schedule: BTreeMap<String, Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +190,48 @@ pub struct TenantConfig {
     pub fallback_token_url: Option<String>,
     pub monitor_url: String,
     pub entities: Vec<String>,
+    /// Per-tenant overrides of `harvester.schedule`.
+    pub schedule: BTreeMap<String, Duration>,
+}
+
+/// Default intervals by schedule key: machine state every minute (it cannot be re-read
+/// later), minute summaries every 5 minutes, hourly ones every 15, daily ones every hour.
+pub fn default_schedule() -> BTreeMap<String, Duration> {
+    [
+        ("machines", 60),
+        ("summaries_minute", 300),
+        ("summaries_hourly", 900),
+        ("summaries_daily", 3600),
+    ]
+    .into_iter()
+    .map(|(k, s)| (k.to_string(), Duration::from_secs(s)))
+    .collect()
+}
+
+fn parse_schedule(
+    key: &str,
+    raw: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, Duration>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in raw.unwrap_or_default() {
+        let full = format!("{key}.{k}");
+        if !KNOWN_ENTITIES.contains(&k.as_str())
+            && !crate::collect::registry::SCHEDULE_KEYS.contains(&k.as_str())
+        {
+            let mut known: Vec<&str> = KNOWN_ENTITIES.to_vec();
+            known.extend(crate::collect::registry::SCHEDULE_KEYS);
+            return Err(invalid(
+                full,
+                format!("`{k}` is not one of: {}", known.join(", ")),
+            ));
+        }
+        let d = parse_duration(&v).map_err(|m| invalid(&full, m))?;
+        if d < Duration::from_secs(1) {
+            return Err(invalid(full, "must be at least 1s"));
+        }
+        out.insert(k, d);
+    }
+    Ok(out)
 }
 
 impl Default for HarvesterConfig {
@@ -196,6 +243,7 @@ impl Default for HarvesterConfig {
             lookback: Duration::from_secs(86_400),
             overlap: Duration::from_secs(120),
             max_concurrent_requests: 32,
+            schedule: default_schedule(),
         }
     }
 }
@@ -302,6 +350,11 @@ impl RawConfig {
             max_concurrent_requests: h
                 .max_concurrent_requests
                 .unwrap_or(d.max_concurrent_requests),
+            schedule: {
+                let mut s = d.schedule;
+                s.extend(parse_schedule("harvester.schedule", h.schedule)?);
+                s
+            },
         };
         if harvester.interval < Duration::from_secs(1) {
             return Err(invalid("harvester.interval", "must be at least 1s"));
@@ -578,7 +631,9 @@ impl RawTenant {
                 ));
             }
         }
+        let schedule = parse_schedule(&key("schedule"), self.schedule)?;
         Ok(TenantConfig {
+            schedule,
             name,
             customer_id,
             client_id,
@@ -711,7 +766,7 @@ region = "eu"
         );
         assert_eq!(t.monitor_url, "https://api-eu.cloud.com/monitorodata");
         assert_eq!(t.client_secret.expose(), "s3cret");
-        assert_eq!(t.entities, vec!["connections", "machines"]);
+        assert_eq!(t.entities, KNOWN_ENTITIES);
         assert_eq!(c.harvester.interval, Duration::from_secs(300));
         assert_eq!(c.citrix.auth_scheme, AuthScheme::CwsAuth);
         assert!(format!("{c:?}").contains("***"));
@@ -762,6 +817,23 @@ region = "eu"
             &MINIMAL[MINIMAL.find("[[tenant]]").unwrap()..]
         );
         assert_eq!(err_key(Config::from_toml_str(&dup, &s)), "tenant[1].name");
+    }
+
+    #[test]
+    fn schedule_keys_are_checked_and_tenant_overrides_parse() {
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let text = format!("[harvester.schedule]\nmachiens = \"1m\"\n{MINIMAL}");
+        assert_eq!(
+            err_key(Config::from_toml_str(&text, &s)),
+            "harvester.schedule.machiens"
+        );
+        let text = MINIMAL.replace(
+            "region = \"eu\"",
+            "region = \"eu\"\nschedule = { machines = \"2m\" }",
+        );
+        let c = Config::from_toml_str(&text, &s).unwrap();
+        assert_eq!(c.tenants[0].schedule["machines"], Duration::from_secs(120));
+        assert_eq!(c.harvester.schedule["machines"], Duration::from_secs(60));
     }
 
     #[test]
@@ -841,5 +913,6 @@ mod example_file {
         assert_eq!(c.output.retry_max_elapsed, ds.retry_max_elapsed);
         assert_eq!(c.output.gzip, ds.gzip);
         assert_eq!(c.tenants[0].entities, KNOWN_ENTITIES);
+        assert_eq!(c.harvester.schedule, default_schedule());
     }
 }

@@ -53,6 +53,7 @@ pub fn config_for_simulator(
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            schedule: Default::default(),
         })
         .collect();
     Config {

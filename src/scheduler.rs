@@ -11,15 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::Rng;
 use tokio::sync::Semaphore;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::citrix::client::{MonitorClient, http_client};
-use crate::collect::connections::Connections;
-use crate::collect::machines::Machines;
-use crate::collect::{Ctx, EntityStats, LoopSettings, harvest};
+use crate::collect::{Ctx, EntityStats, Env, Job, LoopSettings, registry};
 use crate::config::{Config, TenantConfig};
 use crate::sink::{Sink, SinkError};
 
@@ -63,9 +61,16 @@ impl TenantSummary {
     }
 }
 
+/// A job and how often it runs for this tenant.
+struct Scheduled {
+    job: Box<dyn Job>,
+    interval: Duration,
+}
+
 struct Tenant {
     cfg: TenantConfig,
     client: MonitorClient,
+    jobs: Vec<Scheduled>,
 }
 
 pub struct Harvester {
@@ -73,7 +78,6 @@ pub struct Harvester {
     sink: Sink,
     checkpoints: Checkpoints,
     settings: LoopSettings,
-    interval: Duration,
     jitter: Duration,
 }
 
@@ -92,6 +96,7 @@ impl Harvester {
             .map(|t| Tenant {
                 cfg: t.clone(),
                 client: MonitorClient::new(http.clone(), t, &cfg.citrix, global.clone()),
+                jobs: plan_jobs(t, &cfg.harvester.schedule, cfg.harvester.interval),
             })
             .collect();
         Ok(Harvester {
@@ -102,7 +107,6 @@ impl Harvester {
                 lookback: cfg.harvester.lookback,
                 overlap: cfg.harvester.overlap,
             },
-            interval: cfg.harvester.interval,
             jitter: cfg.harvester.jitter,
         })
     }
@@ -111,8 +115,8 @@ impl Harvester {
         &self.sink
     }
 
-    /// One cycle of one tenant: a token, then every configured entity kind.
-    async fn cycle(&self, t: &Tenant, cancel: &CancellationToken) -> TenantSummary {
+    /// One cycle of one tenant: a token, then the jobs selected by `due` (all for `--once`).
+    async fn cycle(&self, t: &Tenant, due: &[bool], cancel: &CancellationToken) -> TenantSummary {
         let started = tokio::time::Instant::now();
         let ctx = Ctx {
             customer: t.cfg.name.clone(),
@@ -130,20 +134,17 @@ impl Harvester {
             tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not harvested this cycle.");
             summary.error = Some(e.to_string());
         } else {
-            // Snapshots first: they are the data that cannot be re-read later.
-            for kind in ["machines", "connections"] {
-                if !t.cfg.entities.iter().any(|e| e == kind) {
-                    continue;
-                }
+            let env = Env {
+                client: &t.client,
+                sink: &self.sink,
+                checkpoints: &self.checkpoints,
+                settings: &self.settings,
+            };
+            for (s, _) in t.jobs.iter().zip(due).filter(|(_, d)| **d) {
                 if cancel.is_cancelled() {
                     break;
                 }
-                let (c, s, k, st) = (&t.client, &self.sink, &self.checkpoints, &self.settings);
-                let stats = match kind {
-                    "machines" => harvest::<Machines>(c, s, k, &ctx, st, cancel).await,
-                    _ => harvest::<Connections>(c, s, k, &ctx, st, cancel).await,
-                };
-                summary.entities.push(stats);
+                summary.entities.push(s.job.run(&env, &ctx, cancel).await);
             }
         }
         summary.duration = started.elapsed();
@@ -160,7 +161,11 @@ impl Harvester {
         for i in 0..self.tenants.len() {
             let me = self.clone();
             let cancel = cancel.clone();
-            set.spawn(async move { (i, me.cycle(&me.tenants[i], &cancel).await) });
+            set.spawn(async move {
+                let t = &me.tenants[i];
+                let all = vec![true; t.jobs.len()];
+                (i, me.cycle(t, &all, &cancel).await)
+            });
         }
         let mut out: Vec<(usize, TenantSummary)> = Vec::new();
         while let Some(r) = set.join_next().await {
@@ -185,29 +190,80 @@ impl Harvester {
         tracker.wait().await;
     }
 
+    /// Runs each job of one tenant every its own interval. Jobs that fall due together run in
+    /// one cycle (one token check, one request at a time). A job whose cycle overran its
+    /// interval skips the missed runs with a warning instead of running back to back.
     async fn tenant_loop(&self, i: usize, cancel: CancellationToken) {
         let t = &self.tenants[i];
-        let mut ticks = tokio::time::interval(self.interval);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        loop {
+        let start = Instant::now();
+        let mut next_due: Vec<Instant> = vec![start; t.jobs.len()];
+        while let Some(wake) = next_due.iter().min().copied() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = ticks.tick() => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
             let jitter = random_below(self.jitter);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(jitter) => {}
             }
-            let s = self.cycle(t, &cancel).await;
-            if s.duration > self.interval {
-                tracing::warn!(tenant = %t.cfg.name, duration_ms = s.duration.as_millis() as u64,
-                    interval_ms = self.interval.as_millis() as u64,
-                    "Cycle took longer than the interval; the next tick is skipped.");
+            let now = Instant::now();
+            let due: Vec<bool> = next_due.iter().map(|d| *d <= now).collect();
+            let s = self.cycle(t, &due, &cancel).await;
+            let after = Instant::now();
+            for (k, sj) in t.jobs.iter().enumerate() {
+                if !due[k] {
+                    continue;
+                }
+                let (next, skipped) = next_run(next_due[k], sj.interval, after);
+                if skipped > 0 {
+                    tracing::warn!(tenant = %t.cfg.name, job = %sj.job.name(), skipped,
+                        cycle_ms = s.duration.as_millis() as u64, interval_ms = sj.interval.as_millis() as u64,
+                        "Cycle took longer than the interval; missed runs are skipped.");
+                }
+                next_due[k] = next;
             }
         }
         tracing::info!(tenant = %t.cfg.name, "Tenant task stopped.");
     }
+}
+
+/// The next run of a job that was due at `due` and finished at `finished`: one interval later,
+/// or, when the run overran, the first slot of its grid after `finished` (the number of
+/// skipped slots is returned), so jobs keep their rhythm and never run back to back.
+fn next_run(due: Instant, interval: Duration, finished: Instant) -> (Instant, u32) {
+    let mut next = due + interval;
+    let mut skipped = 0;
+    while next <= finished {
+        next += interval;
+        skipped += 1;
+    }
+    (next, skipped)
+}
+
+/// The jobs of a tenant with their intervals: tenant schedule, then harvester schedule, then
+/// the harvester's interval.
+fn plan_jobs(
+    t: &TenantConfig,
+    schedule: &std::collections::BTreeMap<String, Duration>,
+    default: Duration,
+) -> Vec<Scheduled> {
+    let mut out = Vec::new();
+    for kind in registry::KINDS {
+        if !t.entities.iter().any(|e| e == kind) {
+            continue;
+        }
+        for (job, key) in registry::jobs(kind) {
+            let interval = t
+                .schedule
+                .get(key)
+                .or_else(|| schedule.get(key))
+                .copied()
+                .unwrap_or(default);
+            out.push(Scheduled { job, interval });
+        }
+    }
+    out
 }
 
 /// A random delay in `[0, max)`, seeded from the clock so that tenants spread out.
@@ -273,4 +329,56 @@ pub fn minute_now() -> DateTime<Utc> {
     let now = Utc::now();
     now - chrono::Duration::seconds(now.timestamp() % 60)
         - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_run_keeps_the_grid_and_skips_overruns() {
+        let t0 = Instant::now();
+        let i = Duration::from_secs(60);
+        assert_eq!(next_run(t0, i, t0 + Duration::from_secs(5)), (t0 + i, 0));
+        assert_eq!(
+            next_run(t0, i, t0 + Duration::from_secs(60)),
+            (t0 + 2 * i, 1)
+        );
+        assert_eq!(
+            next_run(t0, i, t0 + Duration::from_secs(150)),
+            (t0 + 3 * i, 2)
+        );
+    }
+
+    #[test]
+    fn jobs_take_tenant_then_harvester_schedule_then_interval() {
+        let mut tenant = TenantConfig {
+            name: "t".into(),
+            customer_id: "c".into(),
+            client_id: "x".into(),
+            client_secret: crate::secret::Secret::new("s"),
+            token_url: "http://h/t".into(),
+            fallback_token_url: None,
+            monitor_url: "http://h/m".into(),
+            entities: vec!["connections".into(), "machines".into()],
+            schedule: Default::default(),
+        };
+        let global = crate::config::default_schedule();
+        let plan = plan_jobs(&tenant, &global, Duration::from_secs(300));
+        let got: Vec<(String, u64)> = plan
+            .iter()
+            .map(|s| (s.job.name(), s.interval.as_secs()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("machines".into(), 60), ("connections".into(), 300)]
+        );
+        tenant
+            .schedule
+            .insert("machines".into(), Duration::from_secs(120));
+        tenant.entities = vec!["machines".into()];
+        let plan = plan_jobs(&tenant, &global, Duration::from_secs(300));
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].interval, Duration::from_secs(120));
+    }
 }

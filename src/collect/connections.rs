@@ -15,13 +15,23 @@ pub const MEASUREMENT: &str = "citrix_logon";
 pub struct Connections;
 
 impl Collector for Connections {
-    const KIND: &'static str = "connections";
-    const ENTITY_SET: &'static str = "Connections";
-    const WATERMARK_FIELD: Option<&'static str> = Some("ModifiedDate");
     type Record = Connection;
+    type State = ();
 
-    fn query(since: Option<DateTime<Utc>>) -> Query {
-        let mut q = Query::new(Self::ENTITY_SET);
+    fn name(&self) -> String {
+        "connections".into()
+    }
+
+    fn entity_set(&self) -> &'static str {
+        "Connections"
+    }
+
+    fn watermark_field(&self) -> Option<&'static str> {
+        Some("ModifiedDate")
+    }
+
+    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
+        let mut q = Query::new(self.entity_set());
         q.select = vec![
             "Id",
             "ClientName",
@@ -63,15 +73,21 @@ impl Collector for Connections {
         q
     }
 
-    fn key(r: &Connection) -> Option<String> {
+    fn key(&self, r: &Connection) -> Option<String> {
         r.id.map(|id| id.to_string())
     }
 
-    fn watermark(r: &Connection) -> Option<DateTime<Utc>> {
+    fn watermark(&self, r: &Connection) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
-    fn map(c: &Connection, ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(
+        &self,
+        c: &Connection,
+        _state: &(),
+        ctx: &Ctx,
+        out: &mut Vec<Point>,
+    ) -> Result<(), MapError> {
         let id =
             c.id.ok_or_else(|| MapError("connection without Id".into()))?;
         // Brokering is the first thing Citrix records of a connection, so it is present and
@@ -181,7 +197,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        Connections::map(&c, &ctx(), &mut out).unwrap();
+        Connections.map(&c, &(), &ctx(), &mut out).unwrap();
         let p = &out[0];
         assert_eq!(p.measurement, MEASUREMENT);
         assert_eq!(tag(p, "delivery_group"), Some("Sales, EU"));
@@ -226,7 +242,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        Connections::map(&c, &ctx(), &mut out).unwrap();
+        Connections.map(&c, &(), &ctx(), &mut out).unwrap();
         assert_eq!(field(&out[0], "logon_duration_ms"), None);
         assert_eq!(tag(&out[0], "is_reconnect"), Some("true"));
     }
@@ -236,9 +252,11 @@ mod tests {
         let mut out = Vec::new();
         let no_id: Connection =
             serde_json::from_str(r#"{"BrokeringDate":"2026-03-02T09:00:00Z"}"#).unwrap();
-        assert!(Connections::map(&no_id, &ctx(), &mut out).is_err());
+        assert!(Connections.map(&no_id, &(), &ctx(), &mut out).is_err());
         let no_date: Connection = serde_json::from_str(r#"{"Id":5}"#).unwrap();
-        let e = Connections::map(&no_date, &ctx(), &mut out).unwrap_err();
+        let e = Connections
+            .map(&no_date, &(), &ctx(), &mut out)
+            .unwrap_err();
         assert!(e.0.contains("connection 5"));
         assert!(out.is_empty());
     }
@@ -246,7 +264,7 @@ mod tests {
     #[test]
     fn query_filters_on_watermark_with_ge() {
         let since = "2026-03-02T08:00:00Z".parse().unwrap();
-        let url = Connections::query(Some(since)).url("http://h/monitorodata");
+        let url = Connections.query(Some(since)).url("http://h/monitorodata");
         assert!(
             url.contains("$filter=ModifiedDate%20ge%202026-03-02T08:00:00.000Z"),
             "{url}"

@@ -16,13 +16,23 @@ pub const MEASUREMENT: &str = "citrix_machine";
 pub struct Machines;
 
 impl Collector for Machines {
-    const KIND: &'static str = "machines";
-    const ENTITY_SET: &'static str = "Machines";
-    const WATERMARK_FIELD: Option<&'static str> = None;
     type Record = Machine;
+    type State = ();
 
-    fn query(_since: Option<DateTime<Utc>>) -> Query {
-        let mut q = Query::new(Self::ENTITY_SET);
+    fn name(&self) -> String {
+        "machines".into()
+    }
+
+    fn entity_set(&self) -> &'static str {
+        "Machines"
+    }
+
+    fn watermark_field(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn query(&self, _since: Option<DateTime<Utc>>) -> Query {
+        let mut q = Query::new(self.entity_set());
         q.select = vec![
             "Id",
             "Name",
@@ -45,15 +55,21 @@ impl Collector for Machines {
         q
     }
 
-    fn key(r: &Machine) -> Option<String> {
+    fn key(&self, r: &Machine) -> Option<String> {
         r.id.clone()
     }
 
-    fn watermark(_r: &Machine) -> Option<DateTime<Utc>> {
+    fn watermark(&self, _r: &Machine) -> Option<DateTime<Utc>> {
         None
     }
 
-    fn map(m: &Machine, ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(
+        &self,
+        m: &Machine,
+        _state: &(),
+        ctx: &Ctx,
+        out: &mut Vec<Point>,
+    ) -> Result<(), MapError> {
         let name = m
             .name
             .clone()
@@ -147,7 +163,7 @@ mod tests {
             cycle_time: cycle,
         };
         let mut out = Vec::new();
-        Machines::map(&m, &ctx, &mut out).unwrap();
+        Machines.map(&m, &(), &ctx, &mut out).unwrap();
         let p = &out[0];
         let tag = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let field = |k: &str| {
@@ -171,7 +187,7 @@ mod tests {
 
     #[test]
     fn query_excludes_deleted_machines_and_expands_names() {
-        let url = Machines::query(None).url("http://h/monitorodata");
+        let url = Machines.query(None).url("http://h/monitorodata");
         assert!(url.contains("$filter=LifecycleState%20eq%200"), "{url}");
         assert!(url.contains("DesktopGroup($select=Name)"));
         assert!(url.contains("CurrentLoadIndex($select=EffectiveLoadIndex)"));

@@ -6,6 +6,7 @@
 
 pub mod connections;
 pub mod machines;
+pub mod registry;
 
 use std::collections::HashMap;
 
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoints;
-use crate::citrix::client::{MonitorClient, MonitorErrorKind};
+use crate::citrix::client::{MonitorClient, MonitorError, MonitorErrorKind};
 use crate::citrix::model::Page;
 use crate::citrix::odata::{PageGuard, Query};
 use crate::lineproto::Point;
@@ -34,29 +35,84 @@ pub struct Ctx {
 #[error("{0}")]
 pub struct MapError(pub String);
 
-pub trait Collector {
-    /// The kind's name in config, checkpoints and logs (`connections`).
-    const KIND: &'static str;
-    /// The OData entity set (`Connections`); case-sensitive.
-    const ENTITY_SET: &'static str;
-    /// Incremental collectors filter on this field (`ModifiedDate`); snapshots have none.
-    const WATERMARK_FIELD: Option<&'static str>;
-    type Record: DeserializeOwned;
+/// What a collector needs from the harvester: the tenant's client, the shared sink, the
+/// checkpoint store and the loop settings.
+pub struct Env<'a> {
+    pub client: &'a MonitorClient,
+    pub sink: &'a Sink,
+    pub checkpoints: &'a Checkpoints,
+    pub settings: &'a LoopSettings,
+}
 
+pub trait Collector: Send + Sync {
+    type Record: DeserializeOwned + Send;
+    /// Lookups fetched once per run before the walk (e.g. failure code → category).
+    type State: Default + Send + Sync;
+
+    /// The job's name in checkpoints, stats and logs (`connections`, `logon_summaries_60`).
+    fn name(&self) -> String;
+    /// The OData entity set (`Connections`); case-sensitive.
+    fn entity_set(&self) -> &'static str;
+    /// Incremental collectors filter on this field (`ModifiedDate`, `CollectedDate`,
+    /// `SummaryDate`); snapshots have none.
+    fn watermark_field(&self) -> Option<&'static str>;
+    /// How much before the saved watermark each walk re-reads.
+    fn overlap(&self, default: std::time::Duration) -> std::time::Duration {
+        default
+    }
     /// The query; `since` is `Some` for incremental collectors.
-    fn query(since: Option<DateTime<Utc>>) -> Query;
+    fn query(&self, since: Option<DateTime<Utc>>) -> Query;
     /// A stable key of the record, to notice a row seen twice in one walk.
-    fn key(r: &Self::Record) -> Option<String>;
+    fn key(&self, r: &Self::Record) -> Option<String>;
     /// The record's watermark value.
-    fn watermark(r: &Self::Record) -> Option<DateTime<Utc>>;
+    fn watermark(&self, r: &Self::Record) -> Option<DateTime<Utc>>;
+    /// Fetches what `map` needs besides the record (default: nothing).
+    fn prepare(
+        &self,
+        _client: &MonitorClient,
+    ) -> impl std::future::Future<Output = Result<Self::State, MonitorError>> + Send {
+        async { Ok(Self::State::default()) }
+    }
     /// Record → points (appended to `out`).
-    fn map(r: &Self::Record, ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError>;
+    fn map(
+        &self,
+        r: &Self::Record,
+        state: &Self::State,
+        ctx: &Ctx,
+        out: &mut Vec<Point>,
+    ) -> Result<(), MapError>;
+}
+
+/// A collector with its record type erased, so a tenant can hold a list of jobs.
+pub trait Job: Send + Sync {
+    fn name(&self) -> String;
+    fn run<'a>(
+        &'a self,
+        env: &'a Env<'a>,
+        ctx: &'a Ctx,
+        cancel: &'a CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = EntityStats> + Send + 'a>>;
+}
+
+impl<C: Collector> Job for C {
+    fn name(&self) -> String {
+        Collector::name(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        env: &'a Env<'a>,
+        ctx: &'a Ctx,
+        cancel: &'a CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = EntityStats> + Send + 'a>> {
+        Box::pin(harvest(self, env, ctx, cancel))
+    }
 }
 
 /// What one entity kind did in one cycle.
 #[derive(Debug, Clone, Default)]
 pub struct EntityStats {
-    pub kind: &'static str,
+    pub kind: String,
     pub pages: u64,
     pub records: u64,
     pub points_written: u64,
@@ -80,23 +136,52 @@ pub struct LoopSettings {
     pub overlap: std::time::Duration,
 }
 
+/// Fetches every page of a small query (lookup tables such as failure categories).
+pub async fn fetch_all<T: DeserializeOwned>(
+    client: &MonitorClient,
+    label: &str,
+    query: &Query,
+) -> Result<Vec<T>, MonitorError> {
+    let first = query.url(client.base_url());
+    let mut guard = PageGuard::new(&first, client.max_pages);
+    let mut next = Some(first);
+    let mut out = Vec::new();
+    while let Some(url) = next.take() {
+        let body = client.get(label, &url).await?;
+        let page: Page<T> = serde_json::from_slice(&body).map_err(|e| {
+            client.error(
+                label,
+                &url,
+                MonitorErrorKind::Decode(format!(
+                    "{e}; body starts: {}",
+                    crate::citrix::client::snippet(&body)
+                )),
+            )
+        })?;
+        out.extend(page.value);
+        if let Some(link) = page.next_link {
+            guard
+                .next(&link)
+                .map_err(|e| client.error(label, &url, e))?;
+            next = Some(link);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs one collector for one tenant: query, page through, map, write, then checkpoint.
 pub async fn harvest<C: Collector>(
-    client: &MonitorClient,
-    sink: &Sink,
-    checkpoints: &Checkpoints,
+    c: &C,
+    env: &Env<'_>,
     ctx: &Ctx,
-    settings: &LoopSettings,
     cancel: &CancellationToken,
 ) -> EntityStats {
     let mut stats = EntityStats {
-        kind: C::KIND,
+        kind: c.name(),
         ..Default::default()
     };
-    if let Err((kind, e)) =
-        walk::<C>(client, sink, checkpoints, ctx, settings, cancel, &mut stats).await
-    {
-        tracing::error!(tenant = %ctx.customer, entity = C::KIND, error = %e,
+    if let Err((kind, e)) = walk(c, env, ctx, cancel, &mut stats).await {
+        tracing::error!(tenant = %ctx.customer, entity = %stats.kind, error = %e,
             "Harvest of this entity failed; its watermark did not move and it is read again next cycle.");
         stats.error = Some(e);
         stats.error_kind = Some(kind);
@@ -105,32 +190,36 @@ pub async fn harvest<C: Collector>(
 }
 
 async fn walk<C: Collector>(
-    client: &MonitorClient,
-    sink: &Sink,
-    checkpoints: &Checkpoints,
+    c: &C,
+    env: &Env<'_>,
     ctx: &Ctx,
-    settings: &LoopSettings,
     cancel: &CancellationToken,
     stats: &mut EntityStats,
 ) -> Result<(), (&'static str, String)> {
-    let since = match C::WATERMARK_FIELD {
+    let name = stats.kind.clone();
+    let client = env.client;
+    let since = match c.watermark_field() {
         None => None,
         Some(_) => {
-            let saved = checkpoints
-                .load(&ctx.customer_id, C::KIND)
+            let saved = env
+                .checkpoints
+                .load(&ctx.customer_id, &name)
                 .map_err(|e| ("checkpoint", e.to_string()))?;
+            let overlap = c.overlap(env.settings.overlap);
             Some(match saved {
-                Some(w) => {
-                    w.watermark - chrono::Duration::from_std(settings.overlap).unwrap_or_default()
-                }
+                Some(w) => w.watermark - chrono::Duration::from_std(overlap).unwrap_or_default(),
                 None => {
                     ctx.cycle_time
-                        - chrono::Duration::from_std(settings.lookback).unwrap_or_default()
+                        - chrono::Duration::from_std(env.settings.lookback).unwrap_or_default()
                 }
             })
         }
     };
-    let first = C::query(since).url(client.base_url());
+    let state = c
+        .prepare(client)
+        .await
+        .map_err(|e| (e.kind.label(), e.to_string()))?;
+    let first = c.query(since).url(client.base_url());
     let mut guard = PageGuard::new(&first, client.max_pages);
     let mut next = Some(first);
     // Key → watermark value at first sight. A row seen twice in one walk was modified while we
@@ -141,6 +230,8 @@ async fn walk<C: Collector>(
     let mut cap: Option<DateTime<Utc>> = None;
     let mut max_seen: Option<DateTime<Utc>> = None;
     let mut points = Vec::new();
+    let incremental = c.watermark_field().is_some();
+    let is_logon = name == "connections";
 
     while let Some(url) = next.take() {
         if cancel.is_cancelled() {
@@ -148,12 +239,12 @@ async fn walk<C: Collector>(
             return Ok(());
         }
         let body = client
-            .get(C::KIND, &url)
+            .get(&name, &url)
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
         let page: Page<C::Record> = serde_json::from_slice(&body).map_err(|e| {
             let err = client.error(
-                C::KIND,
+                &name,
                 &url,
                 MonitorErrorKind::Decode(format!(
                     "{e}; body starts: {}",
@@ -166,12 +257,12 @@ async fn walk<C: Collector>(
         points.clear();
         for r in &page.value {
             stats.records += 1;
-            let wm = C::watermark(r);
-            if C::WATERMARK_FIELD.is_some() {
-                if let Some(key) = C::key(r) {
+            if incremental {
+                let wm = c.watermark(r);
+                if let Some(key) = c.key(r) {
                     if let Some(first_wm) = seen.get(&key) {
                         cap = min_opt(cap, *first_wm);
-                        tracing::debug!(tenant = %ctx.customer, entity = C::KIND, key,
+                        tracing::debug!(tenant = %ctx.customer, entity = %name, key,
                             "Row seen twice in one walk (modified while paging).");
                     } else {
                         seen.insert(key, wm);
@@ -180,20 +271,20 @@ async fn walk<C: Collector>(
                 max_seen = max_opt(max_seen, wm);
             }
             let before = points.len();
-            if let Err(e) = C::map(r, ctx, &mut points) {
+            if let Err(e) = c.map(r, &state, ctx, &mut points) {
                 points.truncate(before);
                 stats.rejected += 1;
-                tracing::warn!(tenant = %ctx.customer, entity = C::KIND, url = %url, error = %e,
+                tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
                     "Record skipped: it cannot be mapped to a point.");
             }
         }
-        if C::KIND == "connections" {
+        if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
         }
-        let report = sink.write(&points).await.map_err(|e| {
+        let report = env.sink.write(&points).await.map_err(|e| {
             (
                 "sink",
-                format!("tenant {}, entity {}: {e}", ctx.customer, C::KIND),
+                format!("tenant {}, entity {name}: {e}", ctx.customer),
             )
         })?;
         stats.points_written += report.written as u64;
@@ -203,12 +294,12 @@ async fn walk<C: Collector>(
         if let Some(link) = page.next_link {
             guard
                 .next(&link)
-                .map_err(|e| ("paging", client.error(C::KIND, &url, e).to_string()))?;
+                .map_err(|e| ("paging", client.error(&name, &url, e).to_string()))?;
             next = Some(link);
         }
     }
 
-    if C::WATERMARK_FIELD.is_some() {
+    if incremental {
         let new = match (max_seen, cap) {
             (Some(m), Some(c)) => Some(m.min(c)),
             (m, None) => m,
@@ -217,8 +308,8 @@ async fn walk<C: Collector>(
         if let (Some(new), Some(since)) = (new, since) {
             // Never move backwards past where this walk started reading.
             let new = new.max(since);
-            checkpoints
-                .save(&ctx.customer_id, C::KIND, new)
+            env.checkpoints
+                .save(&ctx.customer_id, &name, new)
                 .map_err(|e| ("checkpoint", e.to_string()))?;
             stats.watermark = Some(new);
         }
