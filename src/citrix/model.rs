@@ -85,6 +85,10 @@ pub struct Machine {
 #[serde(rename_all = "PascalCase", default)]
 pub struct Session {
     pub session_key: Option<String>,
+    pub failure_date: Date,
+    pub exit_code: Option<i64>,
+    pub lifecycle_state: Option<i64>,
+    pub modified_date: Date,
     pub start_date: Date,
     pub end_date: Date,
     pub log_on_duration: Option<i64>,
@@ -130,6 +134,255 @@ pub struct Connection {
     pub session_key: Option<String>,
     pub created_date: Date,
     pub modified_date: Date,
+    pub session: Option<Session>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectionFailureLog {
+    pub id: Option<i64>,
+    pub session_key: Option<String>,
+    pub failure_date: Date,
+    pub user_id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub connection_failure_enum_value: Option<i64>,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub machine: Option<Machine>,
+    pub user: Option<User>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectionFailureCategory {
+    pub id: Option<i64>,
+    pub connection_failure_enum_value: Option<i64>,
+    pub category: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineFailureLog {
+    pub id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub failure_start_date: Date,
+    pub failure_end_date: Date,
+    pub fault_state: Option<i64>,
+    pub last_deregistered_code: Option<i64>,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SessionActivitySummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub desktop_group_id: Option<String>,
+    pub connected_session_count: Option<i64>,
+    pub disconnected_session_count: Option<i64>,
+    pub concurrent_session_count: Option<i64>,
+    pub total_log_on_duration: Option<i64>,
+    pub total_log_on_count: Option<i64>,
+    pub granularity: Option<i64>,
+    pub desktop_group: Option<DesktopGroup>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogOnSummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub desktop_group_id: Option<String>,
+    pub total_duration: Option<i64>,
+    pub total_count: Option<i64>,
+    pub brokering_duration: Option<i64>,
+    pub brokering_count: Option<i64>,
+    #[serde(rename = "VMStartDuration")]
+    pub vm_start_duration: Option<i64>,
+    #[serde(rename = "VMStartCount")]
+    pub vm_start_count: Option<i64>,
+    pub hdx_duration: Option<i64>,
+    pub hdx_count: Option<i64>,
+    pub authentication_duration: Option<i64>,
+    pub authentication_count: Option<i64>,
+    pub gpo_duration: Option<i64>,
+    pub gpo_count: Option<i64>,
+    pub log_on_scripts_duration: Option<i64>,
+    pub log_on_scripts_count: Option<i64>,
+    pub profile_load_duration: Option<i64>,
+    pub profile_load_count: Option<i64>,
+    pub interactive_duration: Option<i64>,
+    pub interactive_count: Option<i64>,
+    pub granularity: Option<i64>,
+    pub desktop_group: Option<DesktopGroup>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LoadIndexSummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub machine_id: Option<String>,
+    pub sum_count: Option<f64>,
+    pub sum_load_index: Option<f64>,
+    pub sum_cpu: Option<f64>,
+    pub sum_memory: Option<f64>,
+    pub sum_disk: Option<f64>,
+    pub sum_network: Option<f64>,
+    pub sum_session_count: Option<f64>,
+    pub granularity: Option<i64>,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FailureLogSummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub desktop_group_id: Option<String>,
+    pub failure_category: Option<i64>,
+    pub failure_code: Option<i64>,
+    pub failure_count: Option<i64>,
+    pub granularity: Option<i64>,
+    pub desktop_group: Option<DesktopGroup>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineSummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub desktop_group_id: Option<String>,
+    pub powered_on_machines_count: Option<i64>,
+    pub registered_machines_count: Option<i64>,
+    pub machines_in_maintenance_mode_count: Option<i64>,
+    pub machines_count: Option<i64>,
+    pub granularity: Option<i64>,
+    pub desktop_group: Option<DesktopGroup>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LoadIndexRow {
+    pub id: Option<i64>,
+    pub effective_load_index: Option<f64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub disk: Option<f64>,
+    pub network: Option<f64>,
+    pub session_count: Option<f64>,
+    pub machine_id: Option<String>,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ResourceUtilization {
+    pub id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub collected_date: Date,
+    pub percent_cpu: Option<f64>,
+    pub used_memory: Option<f64>,
+    pub total_memory: Option<f64>,
+    pub desktop_group_id: Option<String>,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ResourceUtilizationSummary {
+    pub id: Option<i64>,
+    pub summary_date: Date,
+    pub machine_id: Option<String>,
+    pub desktop_group_id: Option<String>,
+    pub avg_percent_cpu: Option<f64>,
+    pub peak_percent_cpu: Option<f64>,
+    pub avg_used_memory: Option<f64>,
+    pub peak_used_memory: Option<f64>,
+    pub avg_total_memory: Option<f64>,
+    pub total_session_count: Option<f64>,
+    pub granularity: Option<i64>,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineMetric {
+    pub id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub collected_date: Date,
+    pub iops: Option<f64>,
+    pub latency: Option<f64>,
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SessionMetrics {
+    pub id: Option<i64>,
+    pub collected_date: Date,
+    #[serde(rename = "IcaRttMS")]
+    pub ica_rtt_ms: Option<f64>,
+    pub ica_latency: Option<f64>,
+    #[serde(rename = "ClientL7Latency")]
+    pub client_l7_latency: Option<f64>,
+    #[serde(rename = "ServerL7Latency")]
+    pub server_l7_latency: Option<f64>,
+    pub session_id: Option<String>,
+    pub modified_date: Date,
+    pub session: Option<Session>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Hotfix {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub article: Option<String>,
+    pub article_name: Option<String>,
+    pub file_name: Option<String>,
+    pub version: Option<String>,
+    pub component_name: Option<String>,
+    pub component_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineHotfixLog {
+    pub id: Option<i64>,
+    pub machine_id: Option<String>,
+    pub hotfix_id: Option<String>,
+    pub change_type: Option<i64>,
+    pub current_state: Option<bool>,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub machine: Option<Machine>,
+    pub hotfix: Option<Hotfix>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Application {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub published_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ApplicationInstance {
+    pub id: Option<i64>,
+    pub application_id: Option<String>,
+    pub session_key: Option<String>,
+    pub start_date: Date,
+    pub end_date: Date,
+    pub created_date: Date,
+    pub modified_date: Date,
+    pub application: Option<Application>,
     pub session: Option<Session>,
 }
 

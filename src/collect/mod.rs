@@ -4,9 +4,12 @@
 //! acknowledged every page — moves the watermark (DESIGN.md rule 2). It never encodes line
 //! protocol and never talks HTTP itself.
 
+pub mod connection_failures;
 pub mod connections;
+pub mod machine_failures;
 pub mod machines;
 pub mod registry;
+pub mod sessions;
 
 use std::collections::HashMap;
 
@@ -358,6 +361,87 @@ pub fn record_timestamp_ns(t: DateTime<Utc>, key: i64) -> i64 {
 pub fn span_ms(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<i64> {
     let d = (b? - a?).num_milliseconds();
     (d >= 0).then_some(d)
+}
+
+/// A point of `measurement` at `ts` with the tenant's tags (`customer`, `customer_id`).
+pub fn tenant_point(measurement: &'static str, ts: i64, ctx: &Ctx) -> Point {
+    Point::new(measurement, ts)
+        .tag("customer", ctx.customer.clone())
+        .tag("customer_id", ctx.customer_id.clone())
+}
+
+/// Like [`record_timestamp_ns`] for records keyed by a string (a Guid): the sub-millisecond
+/// offset is a stable hash of the key (FNV-1a), so it is the same on every read.
+pub fn record_timestamp_ns_str(t: DateTime<Utc>, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.to_ascii_lowercase().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    t.timestamp_millis() * 1_000_000 + (h % 1_000_000) as i64
+}
+
+/// Nanoseconds of an exact source date (summaries, collected samples: already unique per series).
+pub fn exact_ns(t: DateTime<Utc>) -> Result<i64, MapError> {
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| MapError(format!("date {t} out of range")))
+}
+
+/// `$expand` of a machine's name and its delivery group's name.
+pub const MACHINE_EXPAND: &str = "Machine($select=Name;$expand=DesktopGroup($select=Name))";
+
+/// Delivery group and machine name of an expanded machine ("" when unknown: the tag is omitted).
+pub fn machine_names(m: Option<&crate::citrix::model::Machine>) -> (String, String) {
+    let dg = m
+        .and_then(|m| m.desktop_group.as_ref())
+        .and_then(|g| g.name.clone())
+        .unwrap_or_default();
+    let name = m.and_then(|m| m.name.clone()).unwrap_or_default();
+    (dg, name)
+}
+
+/// A query filtering `field ge since` (when given) plus an optional extra condition, ordered by
+/// the watermark field then `order_key` so paging is stable.
+pub fn incremental_query(
+    set: &'static str,
+    select: &[&'static str],
+    expand: Option<&str>,
+    field: &str,
+    since: Option<DateTime<Utc>>,
+    extra: Option<String>,
+    order_key: &str,
+) -> Query {
+    let mut q = Query::new(set);
+    q.select = select.to_vec();
+    q.expand = expand.map(str::to_string);
+    let mut conds = Vec::new();
+    if let Some(e) = extra {
+        conds.push(e);
+    }
+    if let Some(since) = since {
+        conds.push(format!(
+            "{field} ge {}",
+            crate::citrix::odata::datetime_literal(since)
+        ));
+    }
+    if !conds.is_empty() {
+        q.filter = Some(conds.join(" and "));
+    }
+    q.orderby = Some(if order_key.is_empty() {
+        field.to_string()
+    } else {
+        format!("{field},{order_key}")
+    });
+    q
+}
+
+/// The schedule key of a summary granularity (minutes).
+pub fn summary_schedule_key(granularity: i64) -> &'static str {
+    match granularity {
+        g if g < 60 => "summaries_minute",
+        g if g < 1440 => "summaries_hourly",
+        _ => "summaries_daily",
+    }
 }
 
 #[cfg(test)]
