@@ -2,8 +2,9 @@
 //! server dropped or found too large, a point the encoder refused) is logged and, when the sink
 //! has a state directory, appended with the reason to `<state_dir>/deadletter/YYYY-MM-DD.lp`
 //! (UTC date, one file for all tenants: the lines carry their `customer` tag). Each entry is one
-//! comment line `# <RFC 3339 UTC time> <reason>` followed by the refused line, so after fixing
-//! the line an operator can replay the file as it is (InfluxDB skips `#` lines):
+//! comment line `# <RFC 3339 UTC time> <reason>` (double quotes in the reason shown as single
+//! quotes, see [`comment_safe`]) followed by the refused line, so after fixing the line an
+//! operator can replay the file as it is (InfluxDB and VictoriaMetrics skip `#` lines):
 //! `curl --data-binary @2026-03-02.lp 'http://influx:8086/write?db=citrix'`. A point the encoder
 //! refused has no line; it is written as a second comment (`# point: ...`). Appends are fsynced;
 //! the directory is bounded by `deadletter_limit` bytes, beyond which entries are counted and
@@ -70,9 +71,21 @@ fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
     }
 }
 
-/// One line: newlines and carriage returns in a reason would start an uncommented line.
-fn one_line(s: &str) -> String {
-    s.trim().replace(['\n', '\r'], " ")
+/// Text that is safe inside a `#` comment line. InfluxDB 1.x finds line ends with a scanner
+/// that tracks double quotes and backslash escapes even in comment lines, so a `"` (server
+/// reasons are JSON) or a trailing `\` would swallow the next line, the refused line itself:
+/// double quotes become single quotes, trailing backslashes go, newlines become spaces.
+fn comment_safe(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+        .replace('"', "'")
+        .trim()
+        .trim_end_matches('\\')
+        .to_owned()
+}
+
+/// A whole comment line (no newline) for something that is not line protocol.
+pub(crate) fn comment_line(text: &str) -> Vec<u8> {
+    format!("# {}", comment_safe(text)).into_bytes()
 }
 
 impl DeadLetters {
@@ -154,7 +167,7 @@ impl DeadLetters {
             out.extend_from_slice(b"# ");
             out.extend_from_slice(stamp.as_bytes());
             out.push(b' ');
-            out.extend_from_slice(one_line(&e.reason).as_bytes());
+            out.extend_from_slice(comment_safe(&e.reason).as_bytes());
             out.push(b'\n');
             out.extend_from_slice(&e.line);
             if out.last() != Some(&b'\n') {
@@ -224,7 +237,10 @@ mod tests {
         let dir = tmp.path().join("deadletter");
         let (dl, c) = letters(Some(dir.clone()), 1 << 20);
         dl.record(vec![
-            entry("m v=1i 1\n", "HTTP 400: unable to parse\nsecond line"),
+            entry(
+                "m v=1i 1\n",
+                "HTTP 400: {\"error\":\"unable to parse 'v=1'\"}\nsecond\\",
+            ),
             entry("m v=2i 2", "why"),
         ])
         .await;
@@ -237,7 +253,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].starts_with("# 20"), "{text}");
         assert!(
-            lines[0].ends_with(" HTTP 400: unable to parse second line"),
+            lines[0].ends_with(" HTTP 400: {'error':'unable to parse 'v=1''} second"),
             "{text}"
         );
         assert_eq!(lines[1], "m v=1i 1");

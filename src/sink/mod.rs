@@ -552,9 +552,7 @@ impl Sink {
                 buf.truncate(before);
                 refused.push(DeadLetter {
                     // Not a line: a comment, so the dead-letter file stays replayable.
-                    line: format!("# point: {p:?}")
-                        .replace(['\n', '\r'], " ")
-                        .into_bytes(),
+                    line: deadletter::comment_line(&format!("point: {p:?}")),
                     reason: format!("refused by the encoder: {e}"),
                 });
                 continue;
