@@ -221,10 +221,11 @@ pub enum SinkError {
     /// entities must not move their watermark; snapshot points are lost (already logged at
     /// ERROR and counted in [`SinkStats::spool_full_points`]).
     #[error(
-        "spool is full (buffer_limit {limit} bytes) while {url} is away: {not_stored} points not stored (so far: {report:?})"
+        "spool is full (buffer_limit {limit} bytes) while {target} is away: {not_stored} points not stored (so far: {report:?})"
     )]
     SpoolFull {
-        url: String,
+        /// The sink's description (no secrets).
+        target: String,
         limit: u64,
         not_stored: usize,
         report: WriteReport,
@@ -666,7 +667,7 @@ impl Sink {
                 spool_bytes = stats.spool_bytes,
                 "spool is full (buffer_limit): points not stored; replayable entities read them again, snapshot points are lost");
             return Err(SinkError::SpoolFull {
-                url: inner.description.clone(),
+                target: inner.description.clone(),
                 limit: spool.limit(),
                 not_stored: appended.refused_lines,
                 report,
