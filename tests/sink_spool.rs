@@ -470,3 +470,60 @@ async fn an_encoder_rejection_is_dead_lettered_as_a_comment() {
         "{text}"
     );
 }
+
+/// Not a check, a measurement (run with `--ignored --nocapture`, preferably `--release`):
+/// spool append throughput while the server is away, then replay rate into InfluxDB 1.6.
+#[tokio::test]
+#[ignore]
+async fn measure_spool_and_replay_rates() {
+    let Some(url) = common::influx1_url() else {
+        return;
+    };
+    let db = common::unique_name("spool_rate");
+    common::influx1_create_db(&url, &db).await;
+    let proxy = Proxy::start(&url, false).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = v1_cfg(&proxy.url, &db, state.path());
+    cfg.batch_size = 5000;
+    let sink = Sink::new(cfg).unwrap();
+    sink.write(&points("rate", 0, 1)).await.unwrap(); // turns spooling on
+    let pages: Vec<Vec<Point>> = (0..40)
+        .map(|p| {
+            (0..5000)
+                .map(|i| {
+                    let n = 1 + p * 5000 + i;
+                    Point::new("rate", T0 + n)
+                        .tag("customer", "Acme")
+                        .tag("machine", format!("vm{}", n % 500))
+                        .field("v", n)
+                        .field("state", "Registered")
+                })
+                .collect()
+        })
+        .collect();
+    let before = sink.stats().spool_bytes;
+    let t = std::time::Instant::now();
+    for p in &pages {
+        assert_eq!(sink.write(p).await.unwrap().spooled, 5000);
+    }
+    let took = t.elapsed();
+    let bytes = sink.stats().spool_bytes - before;
+    eprintln!(
+        "spool: 200000 points, {bytes} bytes in {took:?} = {:.1} MB/s, {:.0} points/s (one fsync per 5000-point write)",
+        bytes as f64 / 1e6 / took.as_secs_f64(),
+        200_000.0 / took.as_secs_f64()
+    );
+    proxy.set_up(true);
+    let cancel = CancellationToken::new();
+    let t = std::time::Instant::now();
+    let replay = sink.start_replay(cancel.clone()).unwrap();
+    wait_stats(&sink, "drained", |s| s.spool_segments == 0).await;
+    let took = t.elapsed();
+    eprintln!(
+        "replay: 200001 points into InfluxDB 1.6 in {took:?} = {:.0} points/s",
+        200_001.0 / took.as_secs_f64()
+    );
+    assert_eq!(influx_count(&url, &db, "rate").await, 200_001);
+    cancel.cancel();
+    replay.await.unwrap();
+}
