@@ -517,6 +517,8 @@ impl RawOutput {
                 .unwrap_or(d.retry_max_elapsed),
             ca_file: self.ca_file,
             proxy: self.proxy,
+            // state_dir, buffer_limit, deadletter_limit: not wired from the config file yet.
+            ..d
         })
     }
 }

@@ -54,7 +54,8 @@ async fn v1_roundtrip(gzip: bool) {
         WriteReport {
             written: 20,
             rejected: 0,
-            dropped: 0
+            dropped: 0,
+            spooled: 0
         }
     );
     let ans = common::influx1_query(
@@ -191,7 +192,8 @@ async fn v1_bad_line_is_isolated_by_bisection() {
         WriteReport {
             written: 99,
             rejected: 1,
-            dropped: 0
+            dropped: 0,
+            spooled: 0
         }
     );
     let ans = common::influx1_query(&url, &db, "SELECT count(v) FROM bisect").await;
@@ -225,7 +227,8 @@ async fn v1_field_type_conflict_counts_dropped() {
         WriteReport {
             written: 2,
             rejected: 0,
-            dropped: 1
+            dropped: 1,
+            spooled: 0
         }
     );
     let ans = common::influx1_query(&url, &db, "SELECT count(v) FROM conflict").await;

@@ -264,7 +264,8 @@ async fn bad_request_bisects_to_the_bad_lines() {
         WriteReport {
             written: 97,
             rejected: 3,
-            dropped: 0
+            dropped: 0,
+            spooled: 0
         }
     );
     let requests = seen.lock().unwrap().len();
@@ -294,7 +295,8 @@ async fn partial_write_counts_dropped_without_retrying() {
         WriteReport {
             written: 8,
             rejected: 0,
-            dropped: 2
+            dropped: 2,
+            spooled: 0
         }
     );
     assert_eq!(seen.lock().unwrap().len(), 1);

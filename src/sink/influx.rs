@@ -2,10 +2,12 @@
 //! InfluxDB 2.x/3.x) and the v1 API (`/write`). It owns request building (URL, auth header,
 //! gzip), retrying one batch with backoff, and splitting/bisecting a batch the server refuses.
 //! It must not encode points (that is `lineproto`) or decide what a status means (that is
-//! `classify`); secrets go into headers only, never into a URL or a log line.
+//! `classify`) or decide what happens to a batch it gave up on (the caller spools it or
+//! returns the error); secrets go into headers only, never into a URL or a log line.
 
 use std::io::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::classify::{Disposition, Misconfig, TransportKind, classify, parse_retry_after};
-use super::deadletter::dead_letter;
+use super::deadletter::{DeadLetter, DeadLetters};
 use super::{SinkError, WriteReport};
 use crate::secret::Secret;
 
@@ -45,8 +47,17 @@ pub(crate) struct HttpWriter {
     pub(crate) auth: Auth,
     pub(crate) gzip: bool,
     pub(crate) retry_max_elapsed: Duration,
-    /// The sink's description, for the dead-letter hook.
-    pub(crate) target: String,
+    /// Where lines refused for good go.
+    pub(crate) dead_letters: Arc<DeadLetters>,
+}
+
+/// A batch the writer gave up on: why, and the lines (index ranges into `ends`, ascending)
+/// that were neither delivered nor refused for good. Lines outside them are counted in the
+/// report already.
+#[derive(Debug)]
+pub(crate) struct Undelivered {
+    pub(crate) error: SinkError,
+    pub(crate) remaining: Vec<Range<usize>>,
 }
 
 /// Result of one failed attempt: what to do next plus what to tell the operator.
@@ -75,14 +86,15 @@ impl HttpWriter {
         }
     }
 
-    /// Delivers the lines `lines` (byte ranges into `buf`, contiguous), splitting and bisecting
-    /// as the server demands. Returns the counts, or an error when a part failed for good.
+    /// Delivers the lines of `buf` (line i ends at `ends[i]`), splitting and bisecting as the
+    /// server demands. Adds to the report; when the server is away or refuses us, says which
+    /// lines are left.
     pub(crate) async fn deliver(
         &self,
         buf: &[u8],
         ends: &[usize],
         report: &mut WriteReport,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), Undelivered> {
         // Line i spans start(i)..ends[i]. A work stack of line-index ranges replaces recursion;
         // the first half is pushed last so lines go out in order.
         let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
@@ -108,7 +120,12 @@ impl HttpWriter {
                     }
                     Disposition::Split | Disposition::Reject => {
                         report.rejected += 1;
-                        dead_letter(&self.target, bytes, &f.reason);
+                        self.dead_letters
+                            .record(vec![DeadLetter {
+                                line: bytes.to_vec(),
+                                reason: f.reason,
+                            }])
+                            .await;
                     }
                     Disposition::AcceptPartial { dropped: Some(d) } => {
                         let d = d.min(n);
@@ -119,33 +136,41 @@ impl HttpWriter {
                     Disposition::AcceptPartial { dropped: None } if n > 1 => halves(&mut stack),
                     Disposition::AcceptPartial { dropped: None } => {
                         report.dropped += 1;
-                        tracing::error!(url = %self.shown_url, line = %String::from_utf8_lossy(bytes).trim_end(), reason = %f.reason, "server dropped a line");
+                        self.dead_letters
+                            .record(vec![DeadLetter {
+                                line: bytes.to_vec(),
+                                reason: format!("server dropped the line: {}", f.reason),
+                            }])
+                            .await;
                     }
                     Disposition::Misconfigured(m) => {
                         let hint = self.setting_hint(m);
                         tracing::error!(url = %self.shown_url, status = ?f.status, hint, "giving up on a batch: the server refuses us");
-                        return Err(SinkError::GaveUp {
+                        let error = SinkError::GaveUp {
                             url: self.shown_url.clone(),
                             reason: format!("{}; {hint}", f.reason),
                             elapsed: self.retry_max_elapsed,
                             report: *report,
-                        });
+                        };
+                        return Err(undelivered(error, r, stack));
                     }
                     Disposition::Retry { .. } => {
-                        return Err(SinkError::GaveUp {
+                        let error = SinkError::GaveUp {
                             url: self.shown_url.clone(),
                             reason: f.reason,
                             elapsed: self.retry_max_elapsed,
                             report: *report,
-                        });
+                        };
+                        return Err(undelivered(error, r, stack));
                     }
                     Disposition::Fail | Disposition::Delivered => {
-                        return Err(SinkError::Refused {
+                        let error = SinkError::Refused {
                             url: self.shown_url.clone(),
                             status: f.status.map(|s| s.as_u16()).unwrap_or(0),
                             reason: f.reason,
                             report: *report,
-                        });
+                        };
+                        return Err(undelivered(error, r, stack));
                     }
                 },
             }
@@ -270,6 +295,15 @@ impl HttpWriter {
             reason: format!("HTTP {status}: {}", text.trim()),
         })
     }
+}
+
+/// The range being sent plus everything still on the work stack, in line order (the stack's
+/// top is the next range in order).
+fn undelivered(error: SinkError, current: Range<usize>, stack: Vec<Range<usize>>) -> Undelivered {
+    let mut remaining = Vec::with_capacity(stack.len() + 1);
+    remaining.push(current);
+    remaining.extend(stack.into_iter().rev().filter(|r| !r.is_empty()));
+    Undelivered { error, remaining }
 }
 
 /// A uniform number in [0, 1] for full jitter. The crate builds rand without OS entropy, so

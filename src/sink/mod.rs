@@ -1,19 +1,32 @@
 //! Sinks: where encoded points go (InfluxDB v2 API, v1 API, a file, stdout). This module owns
-//! the public `Sink` handle shared by all tenant tasks, its configuration, and batching (by
-//! line count and byte cap); `influx` owns HTTP requests and retries, `classify` the retry
-//! decision table, `file` local writes, `deadletter` the hook for refused lines. It must not
-//! escape anything itself (only `lineproto` encodes), spool to disk (the spool sits in front of
-//! it) or print a secret (`describe` and every error show URLs without credentials).
+//! the public `Sink` handle shared by all tenant tasks, its configuration, batching (by line
+//! count and byte cap), the choice between sending and spooling, and the counters; `influx`
+//! owns HTTP requests and retries, `classify` the retry decision table, `file` local writes,
+//! `deadletter` refused lines, `spool` the on-disk buffer and `replay` draining it. It must not
+//! escape anything itself (only `lineproto` encodes) or print a secret (`describe` and every
+//! error show URLs without credentials).
+//!
+//! Acknowledgement (DESIGN.md rule 2): `write` returns Ok only when every point was delivered,
+//! refused for good (counted, dead-lettered), or — with a `state_dir` and an HTTP target —
+//! appended to the spool and fsynced. Ordering: while anything is spooled, new writes append
+//! behind it without trying the server (so they neither wait out `retry_max_elapsed` each nor
+//! overtake an older version of the same point, which would be overwritten by the stale one
+//! when the spool replays); once the replay task has drained the spool, writes go straight to
+//! the server again.
 
 mod classify;
 mod deadletter;
 mod file;
 mod influx;
+mod replay;
+mod spool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use classify::{
@@ -23,8 +36,10 @@ pub use classify::{
 
 use crate::lineproto::{Point, encode};
 use crate::secret::Secret;
+use deadletter::{DeadLetter, DeadLetters};
 use file::{FileWriter, StdoutWriter};
 use influx::{Api, Auth, HttpWriter};
+use spool::{Batch, Spool};
 
 /// Where points go.
 #[derive(Debug, Clone)]
@@ -68,6 +83,20 @@ pub struct SinkConfig {
     pub ca_file: Option<PathBuf>,
     /// Proxy URL for all requests; without it `HTTPS_PROXY`/`NO_PROXY` apply.
     pub proxy: Option<String>,
+    /// Where the spool (`spool/`) and dead letters (`deadletter/`) live. `None`: no spool (a
+    /// write to an unreachable server fails, as it always did) and refused lines are only
+    /// logged. Default `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold on disk; beyond it `write` fails with
+    /// [`SinkError::SpoolFull`]. Default 1 GiB.
+    pub buffer_limit: u64,
+    /// Most bytes of the dead-letter directory; entries beyond it are counted and logged only.
+    /// Default 100 MiB.
+    pub deadletter_limit: u64,
+    /// Size at which a spool segment is closed and a new one started (a segment is deleted once
+    /// replayed, so this bounds the space held by already-delivered data). Default 16 MiB;
+    /// rarely worth changing.
+    pub spool_segment_bytes: u64,
 }
 
 impl SinkConfig {
@@ -81,6 +110,10 @@ impl SinkConfig {
             retry_max_elapsed: Duration::from_secs(60),
             ca_file: None,
             proxy: None,
+            state_dir: None,
+            buffer_limit: 1 << 30,
+            deadletter_limit: 100 << 20,
+            spool_segment_bytes: 16 << 20,
         }
     }
 }
@@ -94,6 +127,50 @@ pub struct WriteReport {
     pub rejected: usize,
     /// Lines the server accepted in a batch but said it dropped (partial write).
     pub dropped: usize,
+    /// Lines appended to the spool and fsynced (acknowledged: the replay task delivers them).
+    pub spooled: usize,
+}
+
+impl WriteReport {
+    /// Points the sink has taken responsibility for: delivered or durable in the spool.
+    pub fn acknowledged(&self) -> usize {
+        self.written + self.spooled
+    }
+}
+
+/// A snapshot of the sink's counters since start (spool sizes are current values).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Bytes in spool segments on disk.
+    pub spool_bytes: u64,
+    /// Spool segment files on disk.
+    pub spool_segments: u64,
+    /// Points appended to the spool.
+    pub spooled_points: u64,
+    /// Points the replay task delivered from the spool.
+    pub replayed_points: u64,
+    /// Points not taken because the spool was full ([`SinkError::SpoolFull`]): replayable
+    /// entities read them again, snapshot points among them are lost.
+    pub spool_full_points: u64,
+    /// Bytes of corrupt spool records skipped on replay (acknowledged data lost).
+    pub spool_corrupt_bytes: u64,
+    /// Lines refused for good (server or encoder), each logged at ERROR.
+    pub dead_letters: u64,
+    /// Of those, entries not written to the dead-letter file (limit reached or I/O error).
+    pub dead_letters_not_written: u64,
+}
+
+/// The live counters behind [`SinkStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) spool_bytes: AtomicU64,
+    pub(crate) spool_segments: AtomicU64,
+    pub(crate) spooled_points: AtomicU64,
+    pub(crate) replayed_points: AtomicU64,
+    pub(crate) spool_full_points: AtomicU64,
+    pub(crate) spool_corrupt_bytes: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) dead_letters_not_written: AtomicU64,
 }
 
 /// Errors at the sink boundary. URLs are shown without credentials.
@@ -134,10 +211,41 @@ pub enum SinkError {
     },
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The server is away and the spool reached `buffer_limit`: `not_stored` points of this
+    /// write were neither delivered nor spooled (the report counts the rest). Replayable
+    /// entities must not move their watermark; snapshot points are lost (already logged at
+    /// ERROR and counted in [`SinkStats::spool_full_points`]).
+    #[error(
+        "spool is full (buffer_limit {limit} bytes) while {target} is away: {not_stored} points not stored (so far: {report:?})"
+    )]
+    SpoolFull {
+        /// The sink's description (no secrets).
+        target: String,
+        limit: u64,
+        not_stored: usize,
+        report: WriteReport,
+    },
+}
+
+impl SinkError {
+    /// The counts of the write that failed, when it got that far.
+    pub fn report(&self) -> Option<WriteReport> {
+        match self {
+            SinkError::GaveUp { report, .. }
+            | SinkError::Refused { report, .. }
+            | SinkError::SpoolFull { report, .. } => Some(*report),
+            _ => None,
+        }
+    }
 }
 
 enum Writer {
-    Http(HttpWriter),
+    Http(Arc<HttpWriter>),
     File(FileWriter),
     Stdout(StdoutWriter),
 }
@@ -147,6 +255,21 @@ struct Inner {
     batch_size: usize,
     batch_bytes: usize,
     description: String,
+    counters: Arc<Counters>,
+    dead_letters: Arc<DeadLetters>,
+    /// Only for HTTP targets with a `state_dir`.
+    spool: Option<Arc<Spool>>,
+    replay_started: AtomicBool,
+}
+
+/// What one `write` call has done so far.
+#[derive(Default)]
+struct Progress {
+    report: WriteReport,
+    /// Batches going to the spool at the end of the call, in order.
+    to_spool: Vec<Batch>,
+    /// Why this call spools (the first delivery error), for the log.
+    spool_cause: Option<String>,
 }
 
 /// The shared writer handle; cloning is cheap.
@@ -237,6 +360,21 @@ impl Sink {
                 message: "must be at least 1".into(),
             });
         }
+        if cfg.state_dir.is_some() && cfg.buffer_limit == 0 {
+            return Err(SinkError::Config {
+                setting: "buffer_limit",
+                message: "must be at least 1 byte".into(),
+            });
+        }
+        let counters = Arc::new(Counters::default());
+        let dead_letters_for = |description: &str| {
+            Arc::new(DeadLetters::new(
+                description.to_owned(),
+                cfg.state_dir.as_ref().map(|d| d.join("deadletter")),
+                cfg.deadletter_limit,
+                counters.clone(),
+            ))
+        };
         let (writer, description) = match &cfg.kind {
             SinkKind::InfluxV2 {
                 url,
@@ -268,9 +406,9 @@ impl Sink {
                     auth: token.clone().map_or(Auth::None, Auth::Token),
                     gzip: cfg.gzip,
                     retry_max_elapsed: cfg.retry_max_elapsed,
-                    target: description.clone(),
+                    dead_letters: dead_letters_for(&description),
                 };
-                (Writer::Http(w), description)
+                (Writer::Http(Arc::new(w)), description)
             }
             SinkKind::InfluxV1 {
                 url,
@@ -315,9 +453,9 @@ impl Sink {
                     auth,
                     gzip: cfg.gzip,
                     retry_max_elapsed: cfg.retry_max_elapsed,
-                    target: description.clone(),
+                    dead_letters: dead_letters_for(&description),
                 };
-                (Writer::Http(w), description)
+                (Writer::Http(Arc::new(w)), description)
             }
             SinkKind::File { path } => (
                 Writer::File(FileWriter::new(path.clone())),
@@ -330,14 +468,67 @@ impl Sink {
                 "stdout".to_owned(),
             ),
         };
+        let dead_letters = match &writer {
+            Writer::Http(w) => w.dead_letters.clone(),
+            _ => dead_letters_for(&description),
+        };
+        let spool = match (&writer, &cfg.state_dir) {
+            (Writer::Http(_), Some(dir)) => Some(Arc::new(Spool::open(
+                dir.join("spool"),
+                cfg.buffer_limit,
+                cfg.spool_segment_bytes,
+                counters.clone(),
+            )?)),
+            _ => None,
+        };
         Ok(Sink {
             inner: Arc::new(Inner {
                 writer,
                 batch_size: cfg.batch_size,
                 batch_bytes: cfg.batch_bytes,
                 description,
+                counters,
+                dead_letters,
+                spool,
+                replay_started: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Starts the background task that replays the spool (segments left by an earlier run
+    /// first) whenever it holds data, until `cancel` fires. Call it once, inside the tokio
+    /// runtime, right after `new`; without it spooled points wait on disk. Returns `None` when
+    /// there is no spool (no `state_dir`, or not an HTTP target) or it was already started.
+    pub fn start_replay(&self, cancel: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let spool = self.inner.spool.clone()?;
+        let Writer::Http(w) = &self.inner.writer else {
+            return None;
+        };
+        if self.inner.replay_started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(tokio::spawn(replay::run(
+            self.inner.clone(),
+            w.clone(),
+            spool,
+            cancel,
+        )))
+    }
+
+    /// The counters, for health and metrics.
+    pub fn stats(&self) -> SinkStats {
+        let c = &*self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SinkStats {
+            spool_bytes: l(&c.spool_bytes),
+            spool_segments: l(&c.spool_segments),
+            spooled_points: l(&c.spooled_points),
+            replayed_points: l(&c.replayed_points),
+            spool_full_points: l(&c.spool_full_points),
+            spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
+            dead_letters: l(&c.dead_letters),
+            dead_letters_not_written: l(&c.dead_letters_not_written),
+        }
     }
 
     /// Where this sink writes, for logs. Never contains a secret.
@@ -346,20 +537,25 @@ impl Sink {
     }
 
     /// Encodes and writes the points in batches; returns only when every batch is acknowledged
-    /// (2xx, or appended and fsynced), or failed for good. Points the encoder refuses and lines
-    /// the server refuses are counted in the report, not errors.
+    /// (2xx, or appended and fsynced to the file or the spool), or failed for good. Points the
+    /// encoder refuses and lines the server refuses are counted in the report and
+    /// dead-lettered, not errors. With a spool, an unreachable or refusing server is not an
+    /// error either (`report.spooled`), unless the spool is full ([`SinkError::SpoolFull`]).
     pub async fn write(&self, points: &[Point]) -> Result<WriteReport, SinkError> {
         let inner = &*self.inner;
-        let mut report = WriteReport::default();
+        let mut st = Progress::default();
         let mut buf: Vec<u8> = Vec::with_capacity(inner.batch_bytes.min(1 << 20));
         let mut ends: Vec<usize> = Vec::with_capacity(inner.batch_size.min(points.len()));
-        let mut first_error = None;
-        let mut encode_rejected = 0usize;
+        let mut refused: Vec<DeadLetter> = Vec::new();
         for p in points {
             let before = buf.len();
             if let Err(e) = encode(p, &mut buf) {
-                encode_rejected += 1;
-                first_error.get_or_insert(e);
+                buf.truncate(before);
+                refused.push(DeadLetter {
+                    // Not a line: a comment, so the dead-letter file stays replayable.
+                    line: deadletter::comment_line(&format!("point: {p:?}")),
+                    reason: format!("refused by the encoder: {e}"),
+                });
                 continue;
             }
             ends.push(buf.len());
@@ -367,50 +563,117 @@ impl Sink {
                 // The last line would push the batch over the byte cap: send the others and
                 // start the next batch with it.
                 ends.pop();
-                self.flush(&buf[..before], &ends, &mut report).await?;
+                self.flush(&buf[..before], &ends, &mut st).await?;
                 buf.drain(..before);
                 ends.clear();
                 ends.push(buf.len());
             }
             if ends.len() >= inner.batch_size || buf.len() >= inner.batch_bytes {
-                self.flush(&buf, &ends, &mut report).await?;
+                self.flush(&buf, &ends, &mut st).await?;
                 buf.clear();
                 ends.clear();
             }
         }
         if !ends.is_empty() {
-            self.flush(&buf, &ends, &mut report).await?;
+            self.flush(&buf, &ends, &mut st).await?;
         }
         if let Writer::File(f) = &inner.writer {
             f.sync().await?;
         }
-        if let Some(e) = first_error {
+        if !refused.is_empty() {
             // Data is lost: our own code built a point the rules refuse.
-            tracing::error!(sink = %inner.description, rejected = encode_rejected, first = %e, "points refused by the encoder");
+            st.report.rejected += refused.len();
+            inner.dead_letters.record(refused).await;
         }
-        report.rejected += encode_rejected;
-        Ok(report)
+        if !st.to_spool.is_empty() {
+            self.spool(st).await
+        } else {
+            Ok(st.report)
+        }
     }
 
-    async fn flush(
-        &self,
-        buf: &[u8],
-        ends: &[usize],
-        report: &mut WriteReport,
-    ) -> Result<(), SinkError> {
+    async fn flush(&self, buf: &[u8], ends: &[usize], st: &mut Progress) -> Result<(), SinkError> {
         match &self.inner.writer {
-            Writer::Http(w) => w.deliver(buf, ends, report).await,
+            Writer::Http(w) => {
+                let Some(spool) = &self.inner.spool else {
+                    return w
+                        .deliver(buf, ends, &mut st.report)
+                        .await
+                        .map_err(|u| u.error);
+                };
+                if !st.to_spool.is_empty() || spool.is_active() {
+                    // Behind what is spooled already (see the module docs on ordering).
+                    st.to_spool.push(Batch {
+                        bytes: buf.to_vec(),
+                        lines: ends.len(),
+                    });
+                    return Ok(());
+                }
+                if let Err(u) = w.deliver(buf, ends, &mut st.report).await {
+                    let (bytes, left) = replay::keep(buf, ends, &u.remaining);
+                    st.spool_cause = Some(u.error.to_string());
+                    st.to_spool.push(Batch {
+                        bytes,
+                        lines: left.len(),
+                    });
+                }
+                Ok(())
+            }
             Writer::File(f) => {
                 f.append(buf).await?;
-                report.written += ends.len();
+                st.report.written += ends.len();
                 Ok(())
             }
             Writer::Stdout(s) => {
                 s.append(buf).await?;
-                report.written += ends.len();
+                st.report.written += ends.len();
                 Ok(())
             }
         }
+    }
+
+    /// Appends the call's spooled batches (one fsync) and finishes its report.
+    async fn spool(&self, st: Progress) -> Result<WriteReport, SinkError> {
+        let inner = &*self.inner;
+        let spool = inner
+            .spool
+            .clone()
+            .expect("only HTTP sinks with a spool spool");
+        let Progress {
+            mut report,
+            to_spool,
+            spool_cause,
+        } = st;
+        let lines: usize = to_spool.iter().map(|b| b.lines).sum();
+        if let Some(cause) = &spool_cause {
+            tracing::warn!(sink = %inner.description, points = lines, error = %cause,
+                "server unreachable or refusing; spooling to disk until it answers again");
+        }
+        let sp = spool.clone();
+        let appended = tokio::task::spawn_blocking(move || sp.append(&to_spool))
+            .await
+            .map_err(|e| SinkError::Spool {
+                path: spool.dir().to_path_buf(),
+                source: std::io::Error::other(format!("spool task failed: {e}")),
+            })??;
+        report.spooled += appended.stored_lines;
+        if appended.refused_lines > 0 {
+            inner
+                .counters
+                .spool_full_points
+                .fetch_add(appended.refused_lines as u64, Ordering::Relaxed);
+            let stats = self.stats();
+            tracing::error!(sink = %inner.description, not_stored = appended.refused_lines,
+                spool_bytes = stats.spool_bytes,
+                "spool is full (buffer_limit): points not stored; replayable entities read them again, snapshot points are lost");
+            return Err(SinkError::SpoolFull {
+                target: inner.description.clone(),
+                limit: spool.limit(),
+                not_stored: appended.refused_lines,
+                report,
+            });
+        }
+        Ok(report)
     }
 }
 
@@ -501,7 +764,8 @@ mod tests {
             WriteReport {
                 written: 5,
                 rejected: 1,
-                dropped: 0
+                dropped: 0,
+                spooled: 0
             }
         );
         sink.write(&pts[..1]).await.unwrap();
