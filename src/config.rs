@@ -114,6 +114,8 @@ struct RawOutput {
     retry_max_elapsed: Option<String>,
     ca_file: Option<PathBuf>,
     proxy: Option<String>,
+    buffer_limit: Option<u64>,
+    deadletter_limit: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -399,7 +401,8 @@ impl RawConfig {
             return Err(invalid("citrix.max_pages", "must be >= 1"));
         }
 
-        let output = self.output.validate(secrets, allow_inline)?;
+        let mut output = self.output.validate(secrets, allow_inline)?;
+        output.state_dir = Some(harvester.state_dir.clone());
 
         if self.tenants.is_empty() {
             return Err(invalid("tenant", "at least one [[tenant]] is required"));
@@ -517,7 +520,10 @@ impl RawOutput {
                 .unwrap_or(d.retry_max_elapsed),
             ca_file: self.ca_file,
             proxy: self.proxy,
-            // state_dir, buffer_limit, deadletter_limit: not wired from the config file yet.
+            // The spool and dead letters live in harvester.state_dir (set by the caller).
+            state_dir: None,
+            buffer_limit: self.buffer_limit.unwrap_or(d.buffer_limit),
+            deadletter_limit: self.deadletter_limit.unwrap_or(d.deadletter_limit),
             ..d
         })
     }
@@ -914,6 +920,12 @@ mod example_file {
         assert_eq!(c.output.timeout, ds.timeout);
         assert_eq!(c.output.retry_max_elapsed, ds.retry_max_elapsed);
         assert_eq!(c.output.gzip, ds.gzip);
+        assert_eq!(c.output.buffer_limit, ds.buffer_limit);
+        assert_eq!(c.output.deadletter_limit, ds.deadletter_limit);
+        assert_eq!(
+            c.output.state_dir.as_deref(),
+            Some(c.harvester.state_dir.as_path())
+        );
         assert_eq!(c.tenants[0].entities, KNOWN_ENTITIES);
         assert_eq!(c.harvester.schedule, default_schedule());
     }

@@ -26,10 +26,11 @@ pub struct DemoOptions {
 /// A harvester config pointing every tenant of a running simulator, for the demo and the tests.
 pub fn config_for_simulator(
     sim: &SimHandle,
-    output: SinkConfig,
+    mut output: SinkConfig,
     state_dir: PathBuf,
     lookback: Duration,
 ) -> Config {
+    output.state_dir = Some(state_dir.clone());
     let tenants = sim
         .tenants()
         .into_iter()

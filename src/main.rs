@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::{DemoOptions, run_demo};
-use citrix_harvester::scheduler::{format_summary, run};
+use citrix_harvester::scheduler::{format_summary, run, spooled_bytes};
 use citrix_harvester::sim::{SimOptions, Simulator};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 use citrix_harvester::telemetry::{self, LogFormat};
@@ -125,7 +125,13 @@ async fn harvest(cli_config: PathBuf, once: bool, dry_run: bool) -> anyhow::Resu
     let summaries = run(&cfg, once, shutdown_on_signals()).await?;
     if once {
         eprint!("{}", format_summary(&summaries));
-        let ok = summaries.iter().all(|s| s.ok());
+        let spooled = spooled_bytes(&cfg);
+        if spooled > 0 {
+            eprintln!(
+                "{spooled} bytes of points are still in the spool (the server was away); the next run replays them."
+            );
+        }
+        let ok = spooled == 0 && summaries.iter().all(|s| s.ok());
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {

@@ -286,19 +286,58 @@ pub async fn run(
 ) -> Result<Vec<TenantSummary>, RunError> {
     let h = Arc::new(Harvester::new(cfg)?);
     tracing::info!(tenants = cfg.tenants.len(), sink = %h.sink().describe(), once, "Harvester starting.");
-    if once {
-        Ok(h.run_once(&shutdown).await)
+    // Replays what an earlier run (or this one) spooled while the server was away.
+    let replay_stop = shutdown.child_token();
+    let replay = h.sink().start_replay(replay_stop.clone());
+    let out = if once {
+        let summaries = h.run_once(&shutdown).await;
+        if replay.is_some() {
+            drain_spool(h.sink(), cfg.output.retry_max_elapsed, &shutdown).await;
+        }
+        summaries
     } else {
         h.run_forever(shutdown).await;
-        Ok(Vec::new())
+        Vec::new()
+    };
+    replay_stop.cancel();
+    if let Some(r) = replay {
+        let _ = r.await;
     }
+    Ok(out)
+}
+
+/// `--once`: gives the replay a chance to deliver the spool before exiting.
+async fn drain_spool(sink: &Sink, wait: Duration, cancel: &CancellationToken) {
+    let deadline = Instant::now() + wait;
+    while sink.stats().spool_bytes > 0 && Instant::now() < deadline && !cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = sink.stats().spool_bytes;
+    if left > 0 {
+        tracing::warn!(
+            spool_bytes = left,
+            "The spool is not empty; it is replayed at the next start."
+        );
+    }
+}
+
+/// Bytes still waiting in the spool (for `--once`'s exit code).
+pub fn spooled_bytes(cfg: &Config) -> u64 {
+    let dir = cfg.harvester.state_dir.join("spool");
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The per-tenant summary table printed by `--once` and `demo`.
 pub fn format_summary(summaries: &[TenantSummary]) -> String {
     let mut s = format!(
-        "{:<28} {:<12} {:>8} {:>8} {:>9} {:>8}  {}\n",
-        "tenant", "entity", "records", "points", "rejected", "dropped", "status"
+        "{:<28} {:<30} {:>8} {:>8} {:>8} {:>9} {:>8}  {}\n",
+        "tenant", "entity", "records", "points", "spooled", "rejected", "dropped", "status"
     );
     for t in summaries {
         if let Some(e) = &t.error {
@@ -316,8 +355,8 @@ pub fn format_summary(summaries: &[TenantSummary]) -> String {
                 _ => "ok".to_string(),
             };
             s.push_str(&format!(
-                "{:<28} {:<12} {:>8} {:>8} {:>9} {:>8}  {status}\n",
-                t.tenant, e.kind, e.records, e.points_written, e.rejected, e.dropped
+                "{:<28} {:<30} {:>8} {:>8} {:>8} {:>9} {:>8}  {status}\n",
+                t.tenant, e.kind, e.records, e.points_written, e.spooled, e.rejected, e.dropped
             ));
         }
     }

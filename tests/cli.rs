@@ -217,9 +217,8 @@ async fn dry_run_prints_line_protocol_on_stdout() {
         conns
     );
     assert!(
-        stdout
-            .lines()
-            .all(|l| l.starts_with("citrix_logon,") || l.starts_with("citrix_machine,"))
+        stdout.lines().all(|l| l.starts_with("citrix_")),
+        "only line protocol on stdout"
     );
 }
 

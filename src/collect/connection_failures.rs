@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Collector, Ctx, MACHINE_EXPAND, MapError, fetch_all, incremental_query, machine_names, record_timestamp_ns, tenant_point};
+use super::{
+    Collector, Ctx, MACHINE_EXPAND, MapError, fetch_all, incremental_query, machine_names,
+    record_timestamp_ns, tenant_point,
+};
 use crate::citrix::client::{MonitorClient, MonitorError};
 use crate::citrix::enums;
 use crate::citrix::model::{ConnectionFailureCategory, ConnectionFailureLog};
@@ -41,7 +44,13 @@ impl Collector for ConnectionFailures {
     fn query(&self, since: Option<DateTime<Utc>>) -> Query {
         incremental_query(
             self.entity_set(),
-            &["Id", "SessionKey", "FailureDate", "ConnectionFailureEnumValue", "ModifiedDate"],
+            &[
+                "Id",
+                "SessionKey",
+                "FailureDate",
+                "ConnectionFailureEnumValue",
+                "ModifiedDate",
+            ],
             Some(&format!("{MACHINE_EXPAND},User($select=UserName)")),
             "ModifiedDate",
             since,
@@ -61,7 +70,8 @@ impl Collector for ConnectionFailures {
     async fn prepare(&self, client: &MonitorClient) -> Result<Categories, MonitorError> {
         let mut q = Query::new("ConnectionFailureCategories");
         q.select = vec!["Id", "ConnectionFailureEnumValue", "Category"];
-        let rows: Vec<ConnectionFailureCategory> = fetch_all(client, "connection_failure_categories", &q).await?;
+        let rows: Vec<ConnectionFailureCategory> =
+            fetch_all(client, "connection_failure_categories", &q).await?;
         Ok(Categories(
             rows.into_iter()
                 .filter_map(|r| Some((r.connection_failure_enum_value?, r.category?)))
@@ -69,8 +79,15 @@ impl Collector for ConnectionFailures {
         ))
     }
 
-    fn map(&self, f: &ConnectionFailureLog, cats: &Categories, ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
-        let id = f.id.ok_or_else(|| MapError("failure log without Id".into()))?;
+    fn map(
+        &self,
+        f: &ConnectionFailureLog,
+        cats: &Categories,
+        ctx: &Ctx,
+        out: &mut Vec<Point>,
+    ) -> Result<(), MapError> {
+        let id =
+            f.id.ok_or_else(|| MapError("failure log without Id".into()))?;
         let when = f
             .failure_date
             .or(f.created_date)
@@ -83,18 +100,24 @@ impl Collector for ConnectionFailures {
                 .tag("delivery_group", dg)
                 .tag(
                     "failure_category",
-                    category.map(|c| enums::connection_failure_type(c).into_owned()).unwrap_or_default(),
+                    category
+                        .map(|c| enums::connection_failure_type(c).into_owned())
+                        .unwrap_or_default(),
                 )
                 .tag(
                     "failure_reason",
-                    code.map(|c| enums::session_failure_code(c).into_owned()).unwrap_or_default(),
+                    code.map(|c| enums::session_failure_code(c).into_owned())
+                        .unwrap_or_default(),
                 )
                 .field("count", 1i64)
                 .field_opt("failure_code", code)
                 .field_opt("category_code", category)
                 .field("failure_id", id)
                 .field_opt("session_key", f.session_key.clone())
-                .field_opt("user_name", f.user.as_ref().and_then(|u| u.user_name.clone()))
+                .field_opt(
+                    "user_name",
+                    f.user.as_ref().and_then(|u| u.user_name.clone()),
+                )
                 .field_opt("machine", (!machine.is_empty()).then_some(machine)),
         );
         Ok(())
@@ -120,16 +143,33 @@ mod tests {
         let cats = Categories([(100, 3)].into_iter().collect());
         let mut out = Vec::new();
         ConnectionFailures.map(&f, &cats, &ctx, &mut out).unwrap();
-        let tag = |k: &str| out[0].tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(tag("failure_category").as_deref(), Some("NoCapacityAvailable"));
+        let tag = |k: &str| {
+            out[0]
+                .tags
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            tag("failure_category").as_deref(),
+            Some("NoCapacityAvailable")
+        );
         assert_eq!(tag("failure_reason").as_deref(), Some("NoMachineAvailable"));
         assert_eq!(tag("delivery_group").as_deref(), Some("G"));
         // Unknown code: no category tag, the reason says Unknown(n).
-        let f: ConnectionFailureLog =
-            serde_json::from_str(r#"{"Id":1,"FailureDate":"2024-07-30T01:02:49Z","ConnectionFailureEnumValue":999}"#).unwrap();
+        let f: ConnectionFailureLog = serde_json::from_str(
+            r#"{"Id":1,"FailureDate":"2024-07-30T01:02:49Z","ConnectionFailureEnumValue":999}"#,
+        )
+        .unwrap();
         out.clear();
         ConnectionFailures.map(&f, &cats, &ctx, &mut out).unwrap();
-        let tag = |k: &str| out[0].tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let tag = |k: &str| {
+            out[0]
+                .tags
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(tag("failure_category").as_deref(), Some(""));
         assert_eq!(tag("failure_reason").as_deref(), Some("Unknown(999)"));
     }

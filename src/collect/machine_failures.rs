@@ -34,7 +34,14 @@ impl Collector for MachineFailures {
     fn query(&self, since: Option<DateTime<Utc>>) -> Query {
         incremental_query(
             self.entity_set(),
-            &["Id", "FailureStartDate", "FailureEndDate", "FaultState", "LastDeregisteredCode", "ModifiedDate"],
+            &[
+                "Id",
+                "FailureStartDate",
+                "FailureEndDate",
+                "FaultState",
+                "LastDeregisteredCode",
+                "ModifiedDate",
+            ],
             Some("Machine($select=Name;$expand=DesktopGroup($select=Name),Catalog($select=Name))"),
             "ModifiedDate",
             since,
@@ -51,8 +58,15 @@ impl Collector for MachineFailures {
         r.modified_date
     }
 
-    fn map(&self, f: &MachineFailureLog, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
-        let id = f.id.ok_or_else(|| MapError("machine failure log without Id".into()))?;
+    fn map(
+        &self,
+        f: &MachineFailureLog,
+        _: &(),
+        ctx: &Ctx,
+        out: &mut Vec<Point>,
+    ) -> Result<(), MapError> {
+        let id =
+            f.id.ok_or_else(|| MapError("machine failure log without Id".into()))?;
         let start = f
             .failure_start_date
             .or(f.created_date)
@@ -64,17 +78,38 @@ impl Collector for MachineFailures {
             tenant_point(MEASUREMENT, record_timestamp_ns(start, id), ctx)
                 .tag(
                     "delivery_group",
-                    m.and_then(|m| m.desktop_group.as_ref()).and_then(|g| g.name.clone()).unwrap_or_default(),
+                    m.and_then(|m| m.desktop_group.as_ref())
+                        .and_then(|g| g.name.clone())
+                        .unwrap_or_default(),
                 )
-                .tag("catalog", m.and_then(|m| m.catalog.as_ref()).and_then(|c| c.name.clone()).unwrap_or_default())
-                .tag("machine", m.and_then(|m| m.name.clone()).unwrap_or_default())
-                .tag("fault_state", fault.map(|v| enums::fault_state(v).into_owned()).unwrap_or_default())
+                .tag(
+                    "catalog",
+                    m.and_then(|m| m.catalog.as_ref())
+                        .and_then(|c| c.name.clone())
+                        .unwrap_or_default(),
+                )
+                .tag(
+                    "machine",
+                    m.and_then(|m| m.name.clone()).unwrap_or_default(),
+                )
+                .tag(
+                    "fault_state",
+                    fault
+                        .map(|v| enums::fault_state(v).into_owned())
+                        .unwrap_or_default(),
+                )
                 .field("count", 1i64)
                 .field_opt("fault_state_code", fault)
                 .field_opt("deregistration_code", dereg)
-                .field_opt("deregistration_reason", dereg.map(|v| enums::deregistration_reason(v).into_owned()))
+                .field_opt(
+                    "deregistration_reason",
+                    dereg.map(|v| enums::deregistration_reason(v).into_owned()),
+                )
                 .field("ongoing", f.failure_end_date.is_none())
-                .field_opt("duration_s", super::span_ms(Some(start), f.failure_end_date).map(|ms| ms as f64 / 1000.0))
+                .field_opt(
+                    "duration_s",
+                    super::span_ms(Some(start), f.failure_end_date).map(|ms| ms as f64 / 1000.0),
+                )
                 .field("failure_id", id),
         );
         Ok(())
@@ -102,11 +137,19 @@ mod tests {
         let mut out = Vec::new();
         MachineFailures.map(&f, &(), &ctx, &mut out).unwrap();
         let p = &out[0];
-        let f = |k: &str| p.fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let f = |k: &str| {
+            p.fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         let t = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(t("fault_state").as_deref(), Some("Unregistered"));
         assert_eq!(t("catalog").as_deref(), Some("Cat"));
-        assert_eq!(f("deregistration_reason"), Some(FieldValue::Str("ContactLost".into())));
+        assert_eq!(
+            f("deregistration_reason"),
+            Some(FieldValue::Str("ContactLost".into()))
+        );
         assert_eq!(f("duration_s"), Some(FieldValue::Float(600.0)));
         assert_eq!(f("ongoing"), Some(FieldValue::Bool(false)));
     }

@@ -123,6 +123,8 @@ pub struct EntityStats {
     pub rejected: u64,
     /// Points the sink gave up on.
     pub dropped: u64,
+    /// Points kept in the on-disk spool because the server was away (durable, replayed later).
+    pub spooled: u64,
     pub watermark: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub error_kind: Option<&'static str>,
@@ -293,6 +295,7 @@ async fn walk<C: Collector>(
         stats.points_written += report.written as u64;
         stats.rejected += report.rejected as u64;
         stats.dropped += report.dropped as u64;
+        stats.spooled += report.spooled as u64;
 
         if let Some(link) = page.next_link {
             guard

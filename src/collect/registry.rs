@@ -3,8 +3,10 @@
 //! data kind means adding a collector file and one entry here.
 
 use super::Job;
+use super::connection_failures::ConnectionFailures;
 use super::connections::Connections;
 use super::machines::Machines;
+use super::sessions::Sessions;
 
 /// How often a job runs is looked up under this key in `harvester.schedule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +17,7 @@ pub struct Planned {
 
 /// Entity kinds as written in `tenant[].entities`, in the order a cycle runs them
 /// (snapshots first: they are the data that cannot be re-read later).
-pub const KINDS: &[&str] = &["machines", "connections"];
+pub const KINDS: &[&str] = &["machines", "connections", "sessions", "connection_failures"];
 
 /// Schedule keys besides the kinds themselves.
 pub const SCHEDULE_KEYS: &[&str] = &["summaries_minute", "summaries_hourly", "summaries_daily"];
@@ -25,6 +27,8 @@ pub fn jobs(kind: &str) -> Vec<(Box<dyn Job>, &'static str)> {
     match kind {
         "machines" => vec![(Box::new(Machines), "machines")],
         "connections" => vec![(Box::new(Connections), "connections")],
+        "sessions" => vec![(Box::new(Sessions), "sessions")],
+        "connection_failures" => vec![(Box::new(ConnectionFailures), "connection_failures")],
         _ => Vec::new(),
     }
 }

@@ -5,7 +5,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_names, record_timestamp_ns_str, tenant_point};
+use super::{
+    Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_names,
+    record_timestamp_ns_str, tenant_point,
+};
 use crate::citrix::enums;
 use crate::citrix::model::Session;
 use crate::citrix::odata::Query;
@@ -62,21 +65,32 @@ impl Collector for Sessions {
     }
 
     fn map(&self, s: &Session, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
-        let key = s.session_key.as_deref().ok_or_else(|| MapError("session without SessionKey".into()))?;
+        let key = s
+            .session_key
+            .as_deref()
+            .ok_or_else(|| MapError("session without SessionKey".into()))?;
         let start = s
             .start_date
             .ok_or_else(|| MapError(format!("session {key} has no StartDate")))?;
         let (dg, machine) = machine_names(s.machine.as_ref());
         let state = s.connection_state;
-        let duration_s = s.end_date.map(|e| (e - start).num_milliseconds() as f64 / 1000.0).filter(|d| *d >= 0.0);
+        let duration_s = s
+            .end_date
+            .map(|e| (e - start).num_milliseconds() as f64 / 1000.0)
+            .filter(|d| *d >= 0.0);
         out.push(
             tenant_point(MEASUREMENT, record_timestamp_ns_str(start, key), ctx)
                 .tag("delivery_group", dg)
                 .tag(
                     "session_type",
-                    s.session_type.map(|v| enums::session_type(v).into_owned()).unwrap_or_default(),
+                    s.session_type
+                        .map(|v| enums::session_type(v).into_owned())
+                        .unwrap_or_default(),
                 )
-                .field_opt("connection_state", state.map(|v| enums::connection_state(v).into_owned()))
+                .field_opt(
+                    "connection_state",
+                    state.map(|v| enums::connection_state(v).into_owned()),
+                )
                 .field_opt("connection_state_code", state)
                 .field("ended", s.end_date.is_some())
                 .field_opt("duration_s", duration_s)
@@ -84,7 +98,10 @@ impl Collector for Sessions {
                 .field("failed", s.failure_date.is_some())
                 .field_opt("exit_code", s.exit_code)
                 .field("session_key", key)
-                .field_opt("user_name", s.user.as_ref().and_then(|u| u.user_name.clone()))
+                .field_opt(
+                    "user_name",
+                    s.user.as_ref().and_then(|u| u.user_name.clone()),
+                )
                 .field_opt("machine", (!machine.is_empty()).then_some(machine)),
         );
         Ok(())
@@ -118,12 +135,34 @@ mod tests {
         let mut b = Vec::new();
         Sessions.map(&running, &(), &ctx, &mut a).unwrap();
         Sessions.map(&ended, &(), &ctx, &mut b).unwrap();
-        assert_eq!(a[0].timestamp_ns, b[0].timestamp_ns, "same record, same point");
-        let tag_keys = |p: &Point| p.tags.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
-        assert_eq!(tag_keys(&a[0]), ["customer", "customer_id", "delivery_group", "session_type"]);
-        let f = |p: &Point, k: &str| p.fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(f(&a[0], "connection_state"), Some(FieldValue::Str("Active".into())));
-        assert_eq!(f(&b[0], "connection_state"), Some(FieldValue::Str("Terminated".into())));
+        assert_eq!(
+            a[0].timestamp_ns, b[0].timestamp_ns,
+            "same record, same point"
+        );
+        let tag_keys = |p: &Point| {
+            p.tags
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tag_keys(&a[0]),
+            ["customer", "customer_id", "delivery_group", "session_type"]
+        );
+        let f = |p: &Point, k: &str| {
+            p.fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            f(&a[0], "connection_state"),
+            Some(FieldValue::Str("Active".into()))
+        );
+        assert_eq!(
+            f(&b[0], "connection_state"),
+            Some(FieldValue::Str("Terminated".into()))
+        );
         assert_eq!(f(&b[0], "duration_s"), Some(FieldValue::Float(5400.0)));
         assert_eq!(f(&a[0], "duration_s"), None);
         assert_eq!(f(&a[0], "ended"), Some(FieldValue::Bool(false)));
