@@ -4,11 +4,24 @@
 //! acknowledged every page — moves the watermark (DESIGN.md rule 2). It never encodes line
 //! protocol and never talks HTTP itself.
 
+pub mod application_instances;
+pub mod application_usage;
 pub mod connection_failures;
 pub mod connections;
+pub mod failure_log_summaries;
+pub mod hotfixes;
+pub mod load_index_summaries;
+pub mod load_indexes;
+pub mod logon_summaries;
 pub mod machine_failures;
+pub mod machine_metric;
+pub mod machine_summaries;
 pub mod machines;
 pub mod registry;
+pub mod resource_utilization;
+pub mod resource_utilization_summary;
+pub mod session_activity_summaries;
+pub mod session_metrics;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -84,6 +97,8 @@ pub trait Collector: Send + Sync {
         ctx: &Ctx,
         out: &mut Vec<Point>,
     ) -> Result<(), MapError>;
+    /// Points computed over the whole walk (aggregates), written after its last page.
+    fn finish(&self, _state: &Self::State, _ctx: &Ctx, _out: &mut Vec<Point>) {}
 }
 
 /// A collector with its record type erased, so a tenant can hold a list of jobs.
@@ -305,6 +320,21 @@ async fn walk<C: Collector>(
         }
     }
 
+    points.clear();
+    c.finish(&state, ctx, &mut points);
+    if !points.is_empty() {
+        let report = env.sink.write(&points).await.map_err(|e| {
+            (
+                "sink",
+                format!("tenant {}, entity {name}: {e}", ctx.customer),
+            )
+        })?;
+        stats.points_written += report.written as u64;
+        stats.rejected += report.rejected as u64;
+        stats.dropped += report.dropped as u64;
+        stats.spooled += report.spooled as u64;
+    }
+
     if incremental {
         let new = match (max_seen, cap) {
             (Some(m), Some(c)) => Some(m.min(c)),
@@ -436,6 +466,48 @@ pub fn incremental_query(
         format!("{field},{order_key}")
     });
     q
+}
+
+/// How many intervals of a summary each walk re-reads: Citrix writes a summary row only once
+/// its interval is complete, and late consolidation can still revise the latest ones.
+pub const SUMMARY_REREAD_INTERVALS: u32 = 3;
+
+/// The standard granularities (minutes) of session/logon/failure/load-index/machine summaries.
+pub const SUMMARY_GRANULARITIES: &[i64] = &[1, 60, 1440];
+
+/// The granularities of resource-utilization summaries (10 minutes, hour, day).
+pub const RESOURCE_GRANULARITIES: &[i64] = &[10, 60, 1440];
+
+/// A summary query: one granularity, `SummaryDate ge since`, ordered by date then `Id`.
+pub fn summary_query(
+    set: &'static str,
+    select: &[&'static str],
+    expand: Option<&str>,
+    granularity: i64,
+    since: Option<DateTime<Utc>>,
+) -> Query {
+    incremental_query(
+        set,
+        select,
+        expand,
+        "SummaryDate",
+        since,
+        Some(format!("Granularity eq {granularity}")),
+        "Id",
+    )
+}
+
+/// Re-read window of a summary of `granularity` minutes.
+pub fn summary_overlap(granularity: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(granularity.max(1) as u64 * 60 * SUMMARY_REREAD_INTERVALS as u64)
+}
+
+/// Sum / count as a float, when there is something to divide.
+pub fn avg(sum: Option<f64>, count: Option<f64>) -> Option<f64> {
+    match (sum, count) {
+        (Some(s), Some(c)) if c > 0.0 => Some(s / c),
+        _ => None,
+    }
 }
 
 /// The schedule key of a summary granularity (minutes).
