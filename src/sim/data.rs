@@ -86,6 +86,15 @@ impl TenantData {
         TenantData { tables }
     }
 
+    /// The rows back, by entity set (indexes dropped), so that they can be changed and indexed
+    /// again with `new`.
+    pub fn into_rows(self) -> HashMap<&'static str, Vec<Row>> {
+        self.tables
+            .into_iter()
+            .map(|t| (t.def.set, t.rows))
+            .collect()
+    }
+
     pub fn table(&self, set: &str) -> &Table {
         self.tables
             .iter()

@@ -86,7 +86,7 @@ const PLATFORMS: &[&str] = &[
     "Windows", "Windows", "Windows", "Mac", "HTML5", "iOS", "Linux",
 ];
 /// (code, weight) of launch failures; codes from citrix-monitor-api.md §4.1.
-const FAILURES: &[(i32, u32)] = &[
+pub(super) const FAILURES: &[(i32, u32)] = &[
     (4, 5),
     (3, 3),
     (18, 2),
@@ -134,7 +134,7 @@ const FAILURE_CATEGORIES: &[(i32, i32)] = &[
 
 /// `ConnectionFailureCategories.Id` (what `Session.FailureId` points at) for a failure code.
 /// Deliberately not equal to the code, so that clients cannot conflate the two.
-fn failure_id(code: i32) -> i32 {
+pub(super) fn failure_id(code: i32) -> i32 {
     FAILURE_CATEGORIES
         .iter()
         .position(|(c, _)| *c == code)
@@ -142,20 +142,20 @@ fn failure_id(code: i32) -> i32 {
 }
 
 /// Builds a row of `def` by property name; unset properties stay null.
-struct RowB {
+pub(super) struct RowB {
     def: &'static EntityDef,
     vals: Vec<Val>,
 }
 
 impl RowB {
-    fn new(def: &'static EntityDef) -> RowB {
+    pub(super) fn new(def: &'static EntityDef) -> RowB {
         RowB {
             def,
             vals: vec![Val::Null; def.props.len()],
         }
     }
 
-    fn set(&mut self, name: &str, v: Val) -> &mut RowB {
+    pub(super) fn set(&mut self, name: &str, v: Val) -> &mut RowB {
         let i = self
             .def
             .prop(name)
@@ -164,28 +164,28 @@ impl RowB {
         self
     }
 
-    fn get(&self, name: &str) -> &Val {
+    pub(super) fn get(&self, name: &str) -> &Val {
         &self.vals[self.def.prop(name).expect("generator: known property")]
     }
 
-    fn date(&self, name: &str) -> Option<Dt> {
+    pub(super) fn date(&self, name: &str) -> Option<Dt> {
         match self.get(name) {
             Val::Date(d) => Some(*d),
             _ => None,
         }
     }
 
-    fn done(self) -> Row {
+    pub(super) fn done(self) -> Row {
         self.vals.into_boxed_slice()
     }
 }
 
 /// Rounds instants down to a per-session precision (monotonic, so phase order survives).
 #[derive(Clone, Copy)]
-struct Prec(i64);
+pub(super) struct Prec(pub(super) i64);
 
 impl Prec {
-    fn pick(rng: &mut StdRng) -> Prec {
+    pub(super) fn pick(rng: &mut StdRng) -> Prec {
         let r: f64 = rng.random();
         Prec(match r {
             r if r < 0.45 => 100,
@@ -196,27 +196,27 @@ impl Prec {
         })
     }
 
-    fn q(self, t: Dt) -> Dt {
+    pub(super) fn q(self, t: Dt) -> Dt {
         let ns = t.timestamp_nanos_opt().unwrap_or(0);
         DateTime::from_timestamp_nanos(ns - ns.rem_euclid(self.0))
     }
 }
 
-fn guid(rng: &mut StdRng) -> u128 {
+pub(super) fn guid(rng: &mut StdRng) -> u128 {
     let g: u128 = rng.random();
     // Version 4, RFC 4122 variant, like the Guids SQL Server's NEWID() hands out.
     (g & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62)
 }
 
 /// A random duration between `a` and `b` milliseconds, at tick resolution.
-fn ms(rng: &mut StdRng, a: i64, b: i64) -> Duration {
+pub(super) fn ms(rng: &mut StdRng, a: i64, b: i64) -> Duration {
     if b <= a {
         return Duration::milliseconds(a);
     }
     Duration::nanoseconds(rng.random_range(a * 10_000..b * 10_000) * 100)
 }
 
-fn mins(rng: &mut StdRng, a: i64, b: i64) -> Duration {
+pub(super) fn mins(rng: &mut StdRng, a: i64, b: i64) -> Duration {
     ms(rng, a * 60_000, b * 60_000)
 }
 
@@ -253,7 +253,7 @@ fn is_weekend(d: chrono::NaiveDate) -> bool {
 }
 
 /// Samples session start instants inside `[from, to)` following the local-time profile.
-struct StartSampler {
+pub(super) struct StartSampler {
     from: Dt,
     to: Dt,
     offset: Duration,
@@ -262,7 +262,7 @@ struct StartSampler {
 }
 
 impl StartSampler {
-    fn new(from: Dt, to: Dt, offset_min: i32) -> StartSampler {
+    pub(super) fn new(from: Dt, to: Dt, offset_min: i32) -> StartSampler {
         let offset = Duration::minutes(offset_min as i64);
         let first = (from + offset).date_naive();
         let last = (to + offset).date_naive();
@@ -285,7 +285,7 @@ impl StartSampler {
         }
     }
 
-    fn sample(&self, rng: &mut StdRng) -> Dt {
+    pub(super) fn sample(&self, rng: &mut StdRng) -> Dt {
         for _ in 0..64 {
             let mut pick = rng.random_range(0.0..self.total);
             let mut day = self.days[0].0;
@@ -309,22 +309,22 @@ impl StartSampler {
     }
 }
 
-struct Client {
+pub(super) struct Client {
     name: String,
     address: String,
     platform: &'static str,
     version: &'static str,
 }
 
-struct MachineInfo {
-    id: u128,
-    dg: usize,
-    eligible: bool,
-    powered_on: bool,
-    multi: bool,
+pub(super) struct MachineInfo {
+    pub(super) id: u128,
+    pub(super) dg: usize,
+    pub(super) eligible: bool,
+    pub(super) powered_on: bool,
+    pub(super) multi: bool,
     /// (start, end or None while running) of the sessions hosted, for load and counts.
-    sessions: Vec<(Dt, Option<Dt>)>,
-    last_event: Option<Dt>,
+    pub(super) sessions: Vec<(Dt, Option<Dt>)>,
+    pub(super) last_event: Option<Dt>,
 }
 
 /// Identity of tenant `idx`, derived from the seed only.
@@ -361,7 +361,7 @@ pub fn tenant_identity(seed: u64, idx: usize) -> SimTenant {
     }
 }
 
-fn tenant_rng(seed: u64, idx: usize, stream: u64) -> StdRng {
+pub(super) fn tenant_rng(seed: u64, idx: usize, stream: u64) -> StdRng {
     let mix = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add((idx as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -370,11 +370,21 @@ fn tenant_rng(seed: u64, idx: usize, stream: u64) -> StdRng {
 }
 
 /// Rows of every entity set for tenant `idx`.
+#[cfg(test)]
 pub fn generate(
     opts: &SimOptions,
     idx: usize,
     tenant: &SimTenant,
 ) -> HashMap<&'static str, Vec<Row>> {
+    generate_world(opts, idx, tenant).1
+}
+
+/// Rows of every entity set for tenant `idx`, and the generator state `advance` continues from.
+pub fn generate_world(
+    opts: &SimOptions,
+    idx: usize,
+    tenant: &SimTenant,
+) -> (World, HashMap<&'static str, Vec<Row>>) {
     let rng = &mut tenant_rng(opts.seed, idx, 2);
     let now = opts.now;
     let (_, domain) = NAMES[idx % NAMES.len()];
@@ -765,296 +775,26 @@ pub fn generate(
     let mut conns: Vec<(Dt, usize, RowB)> = Vec::with_capacity(n_sessions * 2);
     let mut failures: Vec<RowB> = Vec::new();
     let failure_weight: u32 = FAILURES.iter().map(|f| f.1).sum();
+    let env = Env {
+        now,
+        dgs: &dgs,
+        by_dg: &by_dg,
+        any_eligible: &any_eligible,
+        clients: &clients,
+        n_users: users.len(),
+        dns_suffix: &dns_suffix,
+        failure_weight,
+    };
+    // `env` borrows what `World` will own; end the borrow after the loop.
+    let mut open: Vec<(usize, Dt)> = Vec::new();
     for s in 0..n_sessions {
-        let p = Prec::pick(rng);
-        let start = p.q(sampler.sample(rng));
-        let user = rng.random_range(0..users.len());
-        let dg = rng.random_range(0..dgs.len());
-        let (_, _, _, delivery) = dgs[dg];
-        let pool = if by_dg[dg].is_empty() {
-            &any_eligible
-        } else {
-            &by_dg[dg]
-        };
-        let machine = pool
-            .choose(rng)
-            .copied()
-            .or_else(|| any_eligible.first().copied());
-        let session_type = match delivery {
-            1 => 1,
-            0 => 0,
-            _ => i64::from(rng.random_bool(0.3)),
-        };
-        let key = guid(rng);
-        let client = &clients[user];
-        let failed = rng.random_bool(0.05);
-        let failure_code = if failed {
-            let mut pick = rng.random_range(0..failure_weight);
-            FAILURES
-                .iter()
-                .find(|(_, w)| {
-                    if pick < *w {
-                        true
-                    } else {
-                        pick -= w;
-                        false
-                    }
-                })
-                .map_or(4, |f| f.0)
-        } else {
-            0
-        };
-        // No machine at all when brokering found none to give.
-        let machine = if matches!(failure_code, 12 | 100) {
-            None
-        } else {
-            machine
-        };
-        let machine_id = machine.map_or(Val::Null, |m| Val::Guid(machines[m].id));
-
-        let conn = |rng: &mut StdRng, at: Dt, reconnect: bool| -> RowB {
-            let mut c = RowB::new(&schema::CONNECTIONS);
-            let roll: f64 = rng.random();
-            c.set("ClientName", Val::str(client.name.clone()))
-                .set("ClientAddress", Val::str(client.address.clone()))
-                .set("ClientVersion", Val::str(client.version))
-                .set("ClientPlatform", Val::str(client.platform))
-                .set(
-                    "ConnectedViaHostName",
-                    Val::str(format!("gw.{}", dns_suffix.replace(".local", ".example"))),
-                )
-                .set("ConnectedViaIPAddress", Val::str("203.0.113.10"))
-                .set(
-                    "LaunchedViaHostName",
-                    Val::str(format!("sf01.{dns_suffix}")),
-                )
-                .set("LaunchedViaIPAddress", Val::str("10.0.0.21"))
-                .set("IsReconnect", Val::Bool(reconnect))
-                .set("IsSecureIca", Val::Bool(false))
-                .set(
-                    "Protocol",
-                    Val::str(if roll < 0.95 {
-                        "HDX"
-                    } else if roll < 0.99 {
-                        "RDP"
-                    } else {
-                        "Console"
-                    }),
-                )
-                .set("BrokeringDate", Val::Date(at))
-                .set("LogOnStartDate", Val::Date(at))
-                .set("SessionKey", Val::Guid(key));
-            c
-        };
-
-        let mut srow = RowB::new(&schema::SESSIONS);
-        srow.set("SessionKey", Val::Guid(key))
-            .set("StartDate", Val::Date(start))
-            .set("LifecycleState", Val::Int(0))
-            .set("UserId", Val::Int(user as i64 + 1))
-            .set("MachineId", machine_id.clone())
-            .set("SessionType", Val::Int(session_type))
-            .set("IsAnonymous", Val::Bool(false))
-            .set("CreatedDate", Val::Date(p.q(lag(rng, start, 500, 5000))));
-
-        let mut c = conn(rng, start, false);
-        let brokering = ms(rng, 150, 3000);
-        c.set(
-            "BrokeringDuration",
-            Val::Int(
-                p.q(start + brokering)
-                    .signed_duration_since(start)
-                    .num_milliseconds(),
-            ),
-        );
-        let mut t = p.q(start + brokering);
-        if failed {
-            let fail_at = p.q(t + ms(rng, 1000, 60_000));
-            c.set("CreatedDate", Val::Date(p.q(lag(rng, start, 200, 3000))))
-                .set("ModifiedDate", Val::Date(p.q(lag(rng, fail_at, 500, 5000))));
-            conns.push((start, s, c));
-            srow.set("EndDate", Val::Date(fail_at))
-                .set("FailureId", Val::Int(failure_id(failure_code) as i64))
-                .set("FailureDate", Val::Date(fail_at))
-                .set("ConnectionState", Val::Int(3))
-                .set("ConnectionStateChangeDate", Val::Date(fail_at))
-                .set("ExitCode", Val::Int(1))
-                .set(
-                    "ModifiedDate",
-                    Val::Date(p.q(lag(rng, fail_at, 1000, 30_000))),
-                );
-            let created = p.q(lag(rng, fail_at, 500, 3000));
-            let mut f = RowB::new(&schema::CONNECTION_FAILURE_LOGS);
-            f.set("SessionKey", Val::Guid(key))
-                .set("FailureDate", Val::Date(fail_at))
-                .set("UserId", Val::Int(user as i64 + 1))
-                .set("MachineId", machine_id)
-                .set("ConnectionFailureEnumValue", Val::Int(failure_code as i64))
-                .set("CreatedDate", Val::Date(created))
-                .set("ModifiedDate", Val::Date(p.q(lag(rng, created, 0, 3000))));
-            failures.push(f);
-            if let Some(m) = machine {
-                machines[m].sessions.push((start, Some(fail_at)));
-                machines[m].last_event = machines[m].last_event.max(Some(fail_at));
-            }
-            sessions.push(srow);
-            continue;
+        let out = gen_session(&env, &mut machines, rng, |r| sampler.sample(r), false);
+        conns.extend(out.conns.into_iter().map(|(t, c)| (t, s, c)));
+        failures.extend(out.failure);
+        if let Some(e) = out.open_end {
+            open.push((s, e));
         }
-
-        // First logon: every phase in order.
-        if machine.is_some_and(|m| !machines[m].multi) && rng.random_bool(0.2) {
-            let e = p.q(t + ms(rng, 20_000, 90_000));
-            c.set("VMStartStartDate", Val::Date(t))
-                .set("VMStartEndDate", Val::Date(e));
-            t = e;
-        }
-        let hdx_s = p.q(t + ms(rng, 50, 500));
-        let hdx_e = p.q(hdx_s + ms(rng, 500, 4000));
-        c.set("HdxStartDate", Val::Date(hdx_s))
-            .set(
-                "ClientSessionValidateDate",
-                Val::Date(p.q(hdx_s + ms(rng, 10, 200))),
-            )
-            .set(
-                "ServerSessionValidateDate",
-                Val::Date(p.q(hdx_s + ms(rng, 200, 400))),
-            )
-            .set("HdxEndDate", Val::Date(hdx_e))
-            .set("EstablishmentDate", Val::Date(hdx_e));
-        let auth = ms(rng, 300, 5000);
-        c.set("AuthenticationDuration", Val::Int(auth.num_milliseconds()));
-        t = p.q(hdx_e + auth);
-        let slow = rng.random_bool(0.05);
-        for (phase, a, b) in [
-            ("Gpo", 500, 8000),
-            ("LogOnScripts", 0, 10_000),
-            (
-                "ProfileLoad",
-                if slow { 40_000 } else { 1000 },
-                if slow { 120_000 } else { 30_000 },
-            ),
-            ("Interactive", 2000, 15_000),
-        ] {
-            let e = p.q(t + ms(rng, a, b.max(a + 1)));
-            c.set(&format!("{phase}StartDate"), Val::Date(t))
-                .set(&format!("{phase}EndDate"), Val::Date(e));
-            t = e;
-        }
-        let logon_end = t;
-        c.set("LogOnEndDate", Val::Date(logon_end));
-        srow.set(
-            "LogOnDuration",
-            Val::Int((logon_end - start).num_milliseconds()),
-        );
-        c.set("CreatedDate", Val::Date(p.q(lag(rng, start, 200, 3000))));
-
-        let r: f64 = rng.random();
-        let lifetime = if r < 0.05 {
-            Duration::hours(rng.random_range(24..72))
-        } else if session_type == 1 {
-            mins(rng, 5, 240)
-        } else if r < 0.75 {
-            mins(rng, 180, 540)
-        } else {
-            mins(rng, 10, 180)
-        };
-        let planned_end = logon_end + lifetime;
-        let reconnects = match rng.random::<f64>() {
-            r if r < 0.30 => 0,
-            r if r < 0.60 => 1,
-            r if r < 0.82 => 2,
-            _ => 3,
-        };
-        let mut last_change = logon_end;
-        let mut disconnected_now = false;
-        for _ in 0..reconnects {
-            // Disconnects fall somewhere in the remaining lifetime, so most planned ones happen.
-            let remaining = (planned_end - t).num_milliseconds().max(240_000);
-            let disc = p.q(t + ms(rng, 120_000, remaining / 2));
-            if disc >= planned_end || disc >= now - Duration::minutes(2) {
-                break;
-            }
-            c.set("DisconnectDate", Val::Date(disc))
-                .set("DisconnectCode", Val::Int(0));
-            last_change = disc;
-            let back = p.q(disc + mins(rng, 1, 30));
-            if back + Duration::minutes(1) >= now || back >= planned_end {
-                disconnected_now = back < planned_end;
-                break;
-            }
-            c.set("ModifiedDate", Val::Date(p.q(lag(rng, disc, 500, 5000))));
-            let prev = std::mem::replace(&mut c, conn(rng, back, true));
-            conns.push((prev.date("BrokeringDate").unwrap_or(start), s, prev));
-            let b = ms(rng, 100, 1500);
-            let hs = p.q(back + b);
-            let he = p.q(hs + ms(rng, 300, 3000));
-            c.set(
-                "BrokeringDuration",
-                Val::Int((hs - back).num_milliseconds()),
-            )
-            .set("HdxStartDate", Val::Date(hs))
-            .set("HdxEndDate", Val::Date(he))
-            .set("EstablishmentDate", Val::Date(he))
-            .set(
-                "AuthenticationDuration",
-                Val::Int(ms(rng, 200, 3000).num_milliseconds()),
-            )
-            .set("LogOnEndDate", Val::Date(he))
-            .set("CreatedDate", Val::Date(p.q(lag(rng, back, 200, 3000))));
-            t = he;
-            last_change = he;
-        }
-        let end = planned_end.max(t + Duration::minutes(1));
-        let (state, end_date) = if disconnected_now {
-            (2, None)
-        } else if end <= now - Duration::seconds(30) {
-            (3, Some(p.q(end)))
-        } else if rng.random_bool(0.3) {
-            // Still running but the user walked away.
-            let disc = p.q(t + (now - t) / 2);
-            c.set("DisconnectDate", Val::Date(disc))
-                .set("DisconnectCode", Val::Int(0));
-            last_change = disc;
-            (2, None)
-        } else {
-            (5, None)
-        };
-        if let Some(e) = end_date {
-            c.set("DisconnectDate", Val::Date(e))
-                .set("DisconnectCode", Val::Int(0));
-            last_change = e;
-        }
-        let modified = p.q(lag(rng, last_change, 500, 5000));
-        c.set("ModifiedDate", Val::Date(modified));
-        conns.push((c.date("BrokeringDate").unwrap_or(start), s, c));
-        srow.set("EndDate", Val::opt_date(end_date))
-            .set("ConnectionState", Val::Int(state))
-            .set("ConnectionStateChangeDate", Val::Date(last_change))
-            .set(
-                "ExitCode",
-                if end_date.is_some() {
-                    Val::Int(0)
-                } else {
-                    Val::Null
-                },
-            )
-            .set(
-                "SessionIdleTime",
-                if state == 2 {
-                    Val::Date(last_change)
-                } else {
-                    Val::Null
-                },
-            )
-            .set(
-                "ModifiedDate",
-                Val::Date(p.q(lag(rng, last_change, 1000, 60_000))),
-            );
-        if let Some(m) = machine {
-            machines[m].sessions.push((start, end_date));
-            machines[m].last_event = machines[m].last_event.max(Some(last_change));
-        }
-        sessions.push(srow);
+        sessions.push(out.session);
     }
 
     // Connection ids are an identity column: ascending with time.
@@ -1146,6 +886,7 @@ pub fn generate(
     ] {
         share_modified_dates(set, rng);
     }
+    equal_dates_across_page_boundary(&mut connections);
 
     let categories = FAILURE_CATEGORIES
         .iter()
@@ -1171,7 +912,442 @@ pub fn generate(
     out.insert("ConnectionFailureLogs", done(failures));
     out.insert("ConnectionFailureCategories", categories);
     out.insert("LoadIndexes", load_indexes);
-    out
+    let open = open
+        .into_iter()
+        .filter_map(|(s, end)| match &out["Sessions"][s][session_key_col()] {
+            Val::Guid(k) => Some((*k, end)),
+            _ => None,
+        })
+        .collect();
+    let mut world = World {
+        seed: opts.seed,
+        idx,
+        now,
+        history_start: now - opts.history,
+        offset_min: tenant.utc_offset_minutes,
+        sessions_per_day: opts.sessions_per_day as f64 * scale,
+        dgs,
+        machines,
+        by_dg,
+        any_eligible,
+        clients,
+        n_users: out["Users"].len(),
+        dns_suffix,
+        failure_weight,
+        open,
+        apps: Vec::new(),
+        advances: 0,
+    };
+    super::advance::initial(&mut world, &mut out);
+    (world, out)
+}
+
+fn session_key_col() -> usize {
+    schema::SESSIONS.prop("SessionKey").expect("schema")
+}
+
+/// Generator state of one tenant after `generate_world`, enough for `advance` to continue the
+/// same tenant: its structure (groups, machines, users' clients) and the sessions still open.
+pub struct World {
+    pub(super) seed: u64,
+    pub(super) idx: usize,
+    pub(super) now: Dt,
+    pub(super) history_start: Dt,
+    pub(super) offset_min: i32,
+    /// Sessions per day of this tenant (already scaled).
+    pub(super) sessions_per_day: f64,
+    pub(super) dgs: Vec<(u128, u128, i32, i32)>,
+    pub(super) machines: Vec<MachineInfo>,
+    pub(super) by_dg: Vec<Vec<usize>>,
+    pub(super) any_eligible: Vec<usize>,
+    pub(super) clients: Vec<Client>,
+    pub(super) n_users: usize,
+    pub(super) dns_suffix: String,
+    pub(super) failure_weight: u32,
+    /// Running sessions: (SessionKey, when they end).
+    pub(super) open: Vec<(u128, Dt)>,
+    /// Application ids (for ApplicationInstances).
+    pub(super) apps: Vec<u128>,
+    pub(super) advances: u64,
+}
+
+impl World {
+    /// One session starting at `start`, generated as at construction.
+    pub(super) fn session(&mut self, rng: &mut StdRng, start: Dt, force_fail: bool) -> SessOut {
+        let env = Env {
+            now: self.now,
+            dgs: &self.dgs,
+            by_dg: &self.by_dg,
+            any_eligible: &self.any_eligible,
+            clients: &self.clients,
+            n_users: self.n_users,
+            dns_suffix: &self.dns_suffix,
+            failure_weight: self.failure_weight,
+        };
+        gen_session(&env, &mut self.machines, rng, |_| start, force_fail)
+    }
+}
+
+/// What the session generator needs to know about the tenant.
+pub(super) struct Env<'a> {
+    pub(super) now: Dt,
+    pub(super) dgs: &'a [(u128, u128, i32, i32)],
+    pub(super) by_dg: &'a [Vec<usize>],
+    pub(super) any_eligible: &'a [usize],
+    pub(super) clients: &'a [Client],
+    pub(super) n_users: usize,
+    pub(super) dns_suffix: &'a str,
+    pub(super) failure_weight: u32,
+}
+
+/// One generated session with its connections (keyed by brokering date, ids not yet set) and
+/// its failure log; `open_end` is when a still-running session will end (used by `advance`).
+pub(super) struct SessOut {
+    pub(super) session: RowB,
+    pub(super) conns: Vec<(Dt, RowB)>,
+    pub(super) failure: Option<RowB>,
+    pub(super) open_end: Option<Dt>,
+}
+
+/// Generates one session starting at `start_of(rng)`; `force_fail` makes it a failed launch.
+pub(super) fn gen_session(
+    env: &Env,
+    machines: &mut [MachineInfo],
+    rng: &mut StdRng,
+    start_of: impl FnOnce(&mut StdRng) -> Dt,
+    force_fail: bool,
+) -> SessOut {
+    let now = env.now;
+    let lag = |rng: &mut StdRng, t: Dt, a: i64, b: i64| (t + ms(rng, a, b)).min(now);
+    let mut conns: Vec<(Dt, RowB)> = Vec::with_capacity(4);
+    let mut failure = None;
+    let p = Prec::pick(rng);
+    let start = p.q(start_of(rng));
+    let user = rng.random_range(0..env.n_users);
+    let dg = rng.random_range(0..env.dgs.len());
+    let (_, _, _, delivery) = env.dgs[dg];
+    let pool = if env.by_dg[dg].is_empty() {
+        env.any_eligible
+    } else {
+        &env.by_dg[dg]
+    };
+    let machine = pool
+        .choose(rng)
+        .copied()
+        .or_else(|| env.any_eligible.first().copied());
+    let session_type = match delivery {
+        1 => 1,
+        0 => 0,
+        _ => i64::from(rng.random_bool(0.3)),
+    };
+    let key = guid(rng);
+    let client = &env.clients[user];
+    let failed = rng.random_bool(0.05) || force_fail;
+    let failure_code = if failed {
+        let mut pick = rng.random_range(0..env.failure_weight);
+        FAILURES
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .map_or(4, |f| f.0)
+    } else {
+        0
+    };
+    // No machine at all when brokering found none to give.
+    let machine = if matches!(failure_code, 12 | 100) {
+        None
+    } else {
+        machine
+    };
+    let machine_id = machine.map_or(Val::Null, |m| Val::Guid(machines[m].id));
+
+    let conn = |rng: &mut StdRng, at: Dt, reconnect: bool| -> RowB {
+        let mut c = RowB::new(&schema::CONNECTIONS);
+        let roll: f64 = rng.random();
+        c.set("ClientName", Val::str(client.name.clone()))
+            .set("ClientAddress", Val::str(client.address.clone()))
+            .set("ClientVersion", Val::str(client.version))
+            .set("ClientPlatform", Val::str(client.platform))
+            .set(
+                "ConnectedViaHostName",
+                Val::str(format!(
+                    "gw.{}",
+                    env.dns_suffix.replace(".local", ".example")
+                )),
+            )
+            .set("ConnectedViaIPAddress", Val::str("203.0.113.10"))
+            .set(
+                "LaunchedViaHostName",
+                Val::str(format!("sf01.{}", env.dns_suffix)),
+            )
+            .set("LaunchedViaIPAddress", Val::str("10.0.0.21"))
+            .set("IsReconnect", Val::Bool(reconnect))
+            .set("IsSecureIca", Val::Bool(false))
+            .set(
+                "Protocol",
+                Val::str(if roll < 0.95 {
+                    "HDX"
+                } else if roll < 0.99 {
+                    "RDP"
+                } else {
+                    "Console"
+                }),
+            )
+            .set("BrokeringDate", Val::Date(at))
+            .set("LogOnStartDate", Val::Date(at))
+            .set("SessionKey", Val::Guid(key));
+        c
+    };
+
+    let mut srow = RowB::new(&schema::SESSIONS);
+    srow.set("SessionKey", Val::Guid(key))
+        .set("StartDate", Val::Date(start))
+        .set("LifecycleState", Val::Int(0))
+        .set("UserId", Val::Int(user as i64 + 1))
+        .set("MachineId", machine_id.clone())
+        .set("SessionType", Val::Int(session_type))
+        .set("IsAnonymous", Val::Bool(false))
+        .set("CreatedDate", Val::Date(p.q(lag(rng, start, 500, 5000))));
+
+    let mut c = conn(rng, start, false);
+    let brokering = ms(rng, 150, 3000);
+    c.set(
+        "BrokeringDuration",
+        Val::Int(
+            p.q(start + brokering)
+                .signed_duration_since(start)
+                .num_milliseconds(),
+        ),
+    );
+    let mut t = p.q(start + brokering);
+    if failed {
+        let fail_at = p.q(t + ms(rng, 1000, 60_000));
+        c.set("CreatedDate", Val::Date(p.q(lag(rng, start, 200, 3000))))
+            .set("ModifiedDate", Val::Date(p.q(lag(rng, fail_at, 500, 5000))));
+        conns.push((start, c));
+        srow.set("EndDate", Val::Date(fail_at))
+            .set("FailureId", Val::Int(failure_id(failure_code) as i64))
+            .set("FailureDate", Val::Date(fail_at))
+            .set("ConnectionState", Val::Int(3))
+            .set("ConnectionStateChangeDate", Val::Date(fail_at))
+            .set("ExitCode", Val::Int(1))
+            .set(
+                "ModifiedDate",
+                Val::Date(p.q(lag(rng, fail_at, 1000, 30_000))),
+            );
+        let created = p.q(lag(rng, fail_at, 500, 3000));
+        let mut f = RowB::new(&schema::CONNECTION_FAILURE_LOGS);
+        f.set("SessionKey", Val::Guid(key))
+            .set("FailureDate", Val::Date(fail_at))
+            .set("UserId", Val::Int(user as i64 + 1))
+            .set("MachineId", machine_id)
+            .set("ConnectionFailureEnumValue", Val::Int(failure_code as i64))
+            .set("CreatedDate", Val::Date(created))
+            .set("ModifiedDate", Val::Date(p.q(lag(rng, created, 0, 3000))));
+        failure = Some(f);
+        if let Some(m) = machine {
+            machines[m].sessions.push((start, Some(fail_at)));
+            machines[m].last_event = machines[m].last_event.max(Some(fail_at));
+        }
+        return SessOut {
+            session: srow,
+            conns,
+            failure,
+            open_end: None,
+        };
+    }
+
+    // First logon: every phase in order.
+    if machine.is_some_and(|m| !machines[m].multi) && rng.random_bool(0.2) {
+        let e = p.q(t + ms(rng, 20_000, 90_000));
+        c.set("VMStartStartDate", Val::Date(t))
+            .set("VMStartEndDate", Val::Date(e));
+        t = e;
+    }
+    let hdx_s = p.q(t + ms(rng, 50, 500));
+    let hdx_e = p.q(hdx_s + ms(rng, 500, 4000));
+    c.set("HdxStartDate", Val::Date(hdx_s))
+        .set(
+            "ClientSessionValidateDate",
+            Val::Date(p.q(hdx_s + ms(rng, 10, 200))),
+        )
+        .set(
+            "ServerSessionValidateDate",
+            Val::Date(p.q(hdx_s + ms(rng, 200, 400))),
+        )
+        .set("HdxEndDate", Val::Date(hdx_e))
+        .set("EstablishmentDate", Val::Date(hdx_e));
+    let auth = ms(rng, 300, 5000);
+    c.set("AuthenticationDuration", Val::Int(auth.num_milliseconds()));
+    t = p.q(hdx_e + auth);
+    let slow = rng.random_bool(0.05);
+    for (phase, a, b) in [
+        ("Gpo", 500, 8000),
+        ("LogOnScripts", 0, 10_000),
+        (
+            "ProfileLoad",
+            if slow { 40_000 } else { 1000 },
+            if slow { 120_000 } else { 30_000 },
+        ),
+        ("Interactive", 2000, 15_000),
+    ] {
+        let e = p.q(t + ms(rng, a, b.max(a + 1)));
+        c.set(&format!("{phase}StartDate"), Val::Date(t))
+            .set(&format!("{phase}EndDate"), Val::Date(e));
+        t = e;
+    }
+    let logon_end = t;
+    c.set("LogOnEndDate", Val::Date(logon_end));
+    srow.set(
+        "LogOnDuration",
+        Val::Int((logon_end - start).num_milliseconds()),
+    );
+    c.set("CreatedDate", Val::Date(p.q(lag(rng, start, 200, 3000))));
+
+    let r: f64 = rng.random();
+    let lifetime = if r < 0.05 {
+        Duration::hours(rng.random_range(24..72))
+    } else if session_type == 1 {
+        mins(rng, 5, 240)
+    } else if r < 0.75 {
+        mins(rng, 180, 540)
+    } else {
+        mins(rng, 10, 180)
+    };
+    let planned_end = logon_end + lifetime;
+    let reconnects = match rng.random::<f64>() {
+        r if r < 0.30 => 0,
+        r if r < 0.60 => 1,
+        r if r < 0.82 => 2,
+        _ => 3,
+    };
+    let mut last_change = logon_end;
+    let mut disconnected_now = false;
+    for _ in 0..reconnects {
+        // Disconnects fall somewhere in the remaining lifetime, so most planned ones happen.
+        let remaining = (planned_end - t).num_milliseconds().max(240_000);
+        let disc = p.q(t + ms(rng, 120_000, remaining / 2));
+        if disc >= planned_end || disc >= now - Duration::minutes(2) {
+            break;
+        }
+        c.set("DisconnectDate", Val::Date(disc))
+            .set("DisconnectCode", Val::Int(0));
+        last_change = disc;
+        let back = p.q(disc + mins(rng, 1, 30));
+        if back + Duration::minutes(1) >= now || back >= planned_end {
+            disconnected_now = back < planned_end;
+            break;
+        }
+        c.set("ModifiedDate", Val::Date(p.q(lag(rng, disc, 500, 5000))));
+        let prev = std::mem::replace(&mut c, conn(rng, back, true));
+        conns.push((prev.date("BrokeringDate").unwrap_or(start), prev));
+        let b = ms(rng, 100, 1500);
+        let hs = p.q(back + b);
+        let he = p.q(hs + ms(rng, 300, 3000));
+        c.set(
+            "BrokeringDuration",
+            Val::Int((hs - back).num_milliseconds()),
+        )
+        .set("HdxStartDate", Val::Date(hs))
+        .set("HdxEndDate", Val::Date(he))
+        .set("EstablishmentDate", Val::Date(he))
+        .set(
+            "AuthenticationDuration",
+            Val::Int(ms(rng, 200, 3000).num_milliseconds()),
+        )
+        .set("LogOnEndDate", Val::Date(he))
+        .set("CreatedDate", Val::Date(p.q(lag(rng, back, 200, 3000))));
+        t = he;
+        last_change = he;
+    }
+    let end = planned_end.max(t + Duration::minutes(1));
+    let (state, end_date) = if disconnected_now {
+        (2, None)
+    } else if end <= now - Duration::seconds(30) {
+        (3, Some(p.q(end)))
+    } else if rng.random_bool(0.3) {
+        // Still running but the user walked away.
+        let disc = p.q(t + (now - t) / 2);
+        c.set("DisconnectDate", Val::Date(disc))
+            .set("DisconnectCode", Val::Int(0));
+        last_change = disc;
+        (2, None)
+    } else {
+        (5, None)
+    };
+    if let Some(e) = end_date {
+        c.set("DisconnectDate", Val::Date(e))
+            .set("DisconnectCode", Val::Int(0));
+        last_change = e;
+    }
+    let modified = p.q(lag(rng, last_change, 500, 5000));
+    c.set("ModifiedDate", Val::Date(modified));
+    conns.push((c.date("BrokeringDate").unwrap_or(start), c));
+    srow.set("EndDate", Val::opt_date(end_date))
+        .set("ConnectionState", Val::Int(state))
+        .set("ConnectionStateChangeDate", Val::Date(last_change))
+        .set(
+            "ExitCode",
+            if end_date.is_some() {
+                Val::Int(0)
+            } else {
+                Val::Null
+            },
+        )
+        .set(
+            "SessionIdleTime",
+            if state == 2 {
+                Val::Date(last_change)
+            } else {
+                Val::Null
+            },
+        )
+        .set(
+            "ModifiedDate",
+            Val::Date(p.q(lag(rng, last_change, 1000, 60_000))),
+        );
+    if let Some(m) = machine {
+        machines[m].sessions.push((start, end_date));
+        machines[m].last_event = machines[m].last_event.max(Some(last_change));
+    }
+    SessOut {
+        session: srow,
+        conns,
+        failure,
+        open_end: if end_date.is_none() { Some(end) } else { None },
+    }
+}
+
+/// Offsets (in `ModifiedDate, Id` order) of the Connections that share one ModifiedDate, so
+/// that the batch straddles the boundary between the first and second page of 100.
+pub const EQUAL_MODIFIED_OFFSETS: std::ops::RangeInclusive<usize> = 97..=101;
+
+/// Raises the ModifiedDate of the rows at `EQUAL_MODIFIED_OFFSETS` to that of the last one
+/// (raising keeps ModifiedDate >= every other date of the row and <= now). Rows after the batch
+/// that already had the same date join it, so the batch only grows.
+fn equal_dates_across_page_boundary(rows: &mut [RowB]) {
+    let last = *EQUAL_MODIFIED_OFFSETS.end();
+    if rows.len() <= last {
+        return;
+    }
+    let id = |r: &RowB| match r.get("Id") {
+        Val::Int(i) => *i,
+        _ => 0,
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].date("ModifiedDate"), id(&rows[i])));
+    let Some(target) = rows[order[last]].date("ModifiedDate") else {
+        return;
+    };
+    for &k in &order[EQUAL_MODIFIED_OFFSETS] {
+        rows[k].set("ModifiedDate", Val::Date(target));
+    }
 }
 
 /// Raises the ModifiedDate of a few rows to that of their successor in ModifiedDate order

@@ -1,16 +1,46 @@
 //! The Citrix Monitor Service simulator: a local HTTP server that behaves like the Citrix Cloud
 //! token endpoint and `/monitorodata` (OData v4) as described in citrix-monitor-api.md, serving
-//! deterministic data for many tenants, with switchable faults and request statistics. This
-//! file owns the public API (`Simulator`, `SimHandle`, options); the pieces live in:
+//! deterministic data for many tenants, with switchable faults, request statistics and a clock
+//! that tests can move forward. This file owns the public API (`Simulator`, `SimHandle`,
+//! options); the pieces live in:
 //! - `schema`: entity sets, property types, navigations;  `value`: cell values and wire formats;
-//! - `generate`: the deterministic data generator;  `data`: tables and indexes;
+//! - `generate`: the deterministic core generator;  `advance`: derived sets and time passing;
+//!   `summary`: summary rows from raw rows;  `data`: tables and indexes;
 //! - `query`: the `$filter` parser and evaluator;  `odata`: the other query options, paging and
 //!   response shaping;
 //! - `auth`: issued tokens;  `faults`, `stats`: test controls;  `server`: the axum routes.
 //!
+//! Entity sets served (names case-sensitive, three singular) and what they come from:
+//! - generated: `DesktopGroups`, `Catalogs`, `Hypervisors`, `Machines`, `Users`, `Sessions`,
+//!   `Connections` (one per logon/reconnect), `ConnectionFailureLogs` (one per failed launch,
+//!   matching its Session), `ConnectionFailureCategories`, `LoadIndexes` (every 30 min per
+//!   powered-on machine), `Applications`, `Hotfixes`;
+//! - derived: `MachineFailureLogs` (the open failure of every machine in a failure FaultState,
+//!   plus past FailedToStart episodes), `MachineHotfixLogs` (existing machines and hotfixes),
+//!   `ApplicationInstances` (application sessions only, ending with their session),
+//!   `ResourceUtilization` (5 min), `MachineMetric` (10 min, no Created/ModifiedDate),
+//!   `SessionMetrics` (10 min per running session, `SessionId` = SessionKey) — raw resource
+//!   rows for the last 2 h at start;
+//! - summaries (summary.rs has the exact rules): `SessionActivitySummaries`, `LogOnSummaries`,
+//!   `FailureLogSummaries`, `LoadIndexSummaries`, `MachineSummaries` at Granularity 1/60/1440,
+//!   `ResourceUtilizationSummary` at 10/60/1440; complete UTC-aligned intervals only, minute
+//!   rows for the last 2 h (Citrix keeps 3 days).
+//!
+//! Oddities a harvester must survive (all deterministic):
+//! - a few rows of Sessions, Connections, Machines and ConnectionFailureLogs share their
+//!   ModifiedDate to the tick; in every tenant with more than 101 Connections (always tenant
+//!   0) the Connections at offsets 97..=101 of `ModifiedDate, Id` order share one ModifiedDate,
+//!   so the batch straddles the boundary of the first page of 100;
+//! - `advance` (`SimHandle::advance`, `POST /_sim/advance?minutes=N`) ends running sessions,
+//!   bumping the ModifiedDate of rows already read, and adds 2 late failed launches per tenant
+//!   whose ModifiedDate is 5–90 s *before* the previous now (advance.rs): overlap ≥ 90 s;
+//! - late rows are not re-aggregated into minute summaries already written (as in Citrix);
+//! - FailureLogSummaries of launches that found no machine have a null DesktopGroupId.
+//!
 //! It must not be used by the harvester's production paths; it exists for `simulate`, demos and
 //! tests.
 
+mod advance;
 mod auth;
 mod data;
 mod faults;
@@ -20,6 +50,7 @@ mod query;
 mod schema;
 mod server;
 mod stats;
+mod summary;
 mod value;
 
 use std::net::{IpAddr, SocketAddr};
@@ -164,6 +195,19 @@ impl SimHandle {
 
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// The simulated present: `SimOptions::now` plus every advance so far.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.state.now()
+    }
+
+    /// Moves simulated time forward by `by` for every tenant and appends what happened
+    /// meanwhile (new sessions, ended sessions, late rows, samples, completed summaries; see
+    /// the module docs). Non-positive durations do nothing. Blocks while generating (a few ms
+    /// per default tenant and hour); requests wait for it.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.state.advance(by);
     }
 
     /// Replaces the faults of a tenant (unknown tenants are ignored, with a warning).

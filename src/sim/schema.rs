@@ -9,8 +9,6 @@ pub enum Ty {
     Guid,
     Int32,
     Int64,
-    // Used by the summary and utilisation sets still to come (PercentCpu, averages).
-    #[allow(dead_code)]
     Double,
     Str,
     Bool,
@@ -209,6 +207,8 @@ pub static MACHINES: EntityDef = EntityDef {
         one("CurrentLoadIndex", "LoadIndexes", "CurrentLoadIndexId"),
         many("Sessions", "Sessions", "MachineId"),
         many("LoadIndex", "LoadIndexes", "MachineId"),
+        many("MachineFailures", "MachineFailureLogs", "MachineId"),
+        many("MachineHotfixLogs", "MachineHotfixLogs", "MachineId"),
     ],
 };
 
@@ -260,6 +260,8 @@ pub static SESSIONS: EntityDef = EntityDef {
         one("User", "Users", "UserId"),
         one("Machine", "Machines", "MachineId"),
         one("Failure", "ConnectionFailureCategories", "FailureId"),
+        many("ApplicationInstances", "ApplicationInstances", "SessionKey"),
+        many("SessionMetrics", "SessionMetrics", "SessionId"),
     ],
 };
 
@@ -361,16 +363,320 @@ pub static LOAD_INDEXES: EntityDef = EntityDef {
     navs: &[one("Machine", "Machines", "MachineId")],
 };
 
+pub static MACHINE_FAILURE_LOGS: EntityDef = EntityDef {
+    set: "MachineFailureLogs",
+    type_name: "Citrix.Monitor.Repository.V2.MachineFailureLog",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("MachineId", Guid),
+        p("FailureStartDate", Date),
+        p("FailureEndDate", Date),
+        p("FaultState", Int32),
+        p("LastDeregisteredCode", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("Machine", "Machines", "MachineId")],
+};
+
+pub static SESSION_ACTIVITY_SUMMARIES: EntityDef = EntityDef {
+    set: "SessionActivitySummaries",
+    type_name: "Citrix.Monitor.Repository.V2.SessionActivitySummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("DesktopGroupId", Guid),
+        p("ConnectedSessionCount", Int32),
+        p("DisconnectedSessionCount", Int32),
+        p("ConcurrentSessionCount", Int32),
+        p("TotalLogOnDuration", Int64),
+        p("TotalLogOnCount", Int32),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("DesktopGroup", "DesktopGroups", "DesktopGroupId")],
+};
+
+pub static LOG_ON_SUMMARIES: EntityDef = EntityDef {
+    set: "LogOnSummaries",
+    type_name: "Citrix.Monitor.Repository.V2.LogOnSummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("DesktopGroupId", Guid),
+        p("TotalDuration", Int64),
+        p("TotalCount", Int32),
+        p("BrokeringDuration", Int64),
+        p("BrokeringCount", Int32),
+        p("VMStartDuration", Int64),
+        p("VMStartCount", Int32),
+        p("HdxDuration", Int64),
+        p("HdxCount", Int32),
+        p("AuthenticationDuration", Int64),
+        p("AuthenticationCount", Int32),
+        p("GpoDuration", Int64),
+        p("GpoCount", Int32),
+        p("LogOnScriptsDuration", Int64),
+        p("LogOnScriptsCount", Int32),
+        p("InteractiveDuration", Int64),
+        p("InteractiveCount", Int32),
+        p("ProfileLoadDuration", Int64),
+        p("ProfileLoadCount", Int32),
+        p("VMPowerOnDuration", Int64),
+        p("VMRegistrationDuration", Int64),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("DesktopGroup", "DesktopGroups", "DesktopGroupId")],
+};
+
+pub static LOAD_INDEX_SUMMARIES: EntityDef = EntityDef {
+    set: "LoadIndexSummaries",
+    type_name: "Citrix.Monitor.Repository.V2.LoadIndexSummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("MachineId", Guid),
+        p("SumCount", Int32),
+        p("SumLoadIndex", Int64),
+        p("SumCpu", Int64),
+        p("SumNetwork", Int64),
+        p("SumDisk", Int64),
+        p("SumMemory", Int64),
+        p("SumSessionCount", Int64),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("Machine", "Machines", "MachineId")],
+};
+
+pub static FAILURE_LOG_SUMMARIES: EntityDef = EntityDef {
+    set: "FailureLogSummaries",
+    type_name: "Citrix.Monitor.Repository.V2.FailureLogSummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("DesktopGroupId", Guid),
+        p("FailureCategory", Int32),
+        p("FailureCode", Int32),
+        p("FailureCount", Int32),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("DesktopGroup", "DesktopGroups", "DesktopGroupId")],
+};
+
+pub static MACHINE_SUMMARIES: EntityDef = EntityDef {
+    set: "MachineSummaries",
+    type_name: "Citrix.Monitor.Repository.V2.MachineSummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("DesktopGroupId", Guid),
+        p("PoweredOnMachinesCount", Int32),
+        p("RegisteredMachinesCount", Int32),
+        p("MachinesInMaintenanceModeCount", Int32),
+        p("MachinesCount", Int32),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("DesktopGroup", "DesktopGroups", "DesktopGroupId")],
+};
+
+pub static RESOURCE_UTILIZATION: EntityDef = EntityDef {
+    set: "ResourceUtilization",
+    type_name: "Citrix.Monitor.Repository.V2.ResourceUtilization",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("MachineId", Guid),
+        p("CollectedDate", Date),
+        p("PercentCpu", Double),
+        p("UsedMemory", Int64),
+        p("TotalMemory", Int64),
+        p("DesktopGroupId", Guid),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[
+        one("Machine", "Machines", "MachineId"),
+        one("DesktopGroup", "DesktopGroups", "DesktopGroupId"),
+    ],
+};
+
+pub static RESOURCE_UTILIZATION_SUMMARY: EntityDef = EntityDef {
+    set: "ResourceUtilizationSummary",
+    type_name: "Citrix.Monitor.Repository.V2.ResourceUtilizationSummary",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SummaryDate", Date),
+        p("MachineId", Guid),
+        p("DesktopGroupId", Guid),
+        p("AvgPercentCpu", Double),
+        p("PeakPercentCpu", Double),
+        p("AvgUsedMemory", Double),
+        p("PeakUsedMemory", Int64),
+        p("AvgTotalMemory", Double),
+        p("TotalSessionCount", Int32),
+        p("Granularity", Int32),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[
+        one("Machine", "Machines", "MachineId"),
+        one("DesktopGroup", "DesktopGroups", "DesktopGroupId"),
+    ],
+};
+
+pub static MACHINE_METRIC: EntityDef = EntityDef {
+    set: "MachineMetric",
+    type_name: "Citrix.Monitor.Repository.V2.MachineMetric",
+    key: "Id",
+    // No CreatedDate/ModifiedDate: the real set has none (filter on CollectedDate).
+    props: &[
+        p("Id", Int64),
+        p("MachineId", Guid),
+        p("CollectedDate", Date),
+        p("Iops", Double),
+        p("Latency", Double),
+    ],
+    navs: &[one("Machine", "Machines", "MachineId")],
+};
+
+pub static SESSION_METRICS: EntityDef = EntityDef {
+    set: "SessionMetrics",
+    type_name: "Citrix.Monitor.Repository.V2.SessionMetrics",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("SessionId", Guid),
+        p("CollectedDate", Date),
+        p("IcaRttMS", Int32),
+        p("IcaLatency", Int32),
+        p("ClientL7Latency", Double),
+        p("ServerL7Latency", Double),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[one("Session", "Sessions", "SessionId")],
+};
+
+pub static HOTFIXES: EntityDef = EntityDef {
+    set: "Hotfixes",
+    type_name: "Citrix.Monitor.Repository.V2.Hotfix",
+    key: "Id",
+    props: &[
+        p("Id", Int32),
+        p("Name", Str),
+        p("Article", Str),
+        p("ArticleName", Str),
+        p("FileName", Str),
+        p("FileFormat", Str),
+        p("Version", Str),
+        p("ComponentName", Str),
+        p("ComponentVersion", Str),
+    ],
+    navs: &[],
+};
+
+pub static MACHINE_HOTFIX_LOGS: EntityDef = EntityDef {
+    set: "MachineHotfixLogs",
+    type_name: "Citrix.Monitor.Repository.V2.MachineHotfixLog",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("MachineId", Guid),
+        p("HotfixId", Int32),
+        p("ChangeType", Int32),
+        p("CurrentState", Bool),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[
+        one("Machine", "Machines", "MachineId"),
+        one("Hotfix", "Hotfixes", "HotfixId"),
+    ],
+};
+
+pub static APPLICATIONS: EntityDef = EntityDef {
+    set: "Applications",
+    type_name: "Citrix.Monitor.Repository.V2.Application",
+    key: "Id",
+    props: &[
+        p("Id", Guid),
+        p("Name", Str),
+        p("PublishedName", Str),
+        p("BrowserName", Str),
+        p("AdminFolder", Str),
+        p("ApplicationType", Int32),
+        p("Enabled", Bool),
+        p("LifecycleState", Int32),
+        p("Path", Str),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[many(
+        "ApplicationInstances",
+        "ApplicationInstances",
+        "ApplicationId",
+    )],
+};
+
+pub static APPLICATION_INSTANCES: EntityDef = EntityDef {
+    set: "ApplicationInstances",
+    type_name: "Citrix.Monitor.Repository.V2.ApplicationInstance",
+    key: "Id",
+    props: &[
+        p("Id", Int64),
+        p("ApplicationId", Guid),
+        p("SessionKey", Guid),
+        p("StartDate", Date),
+        p("EndDate", Date),
+        p("CreatedDate", Date),
+        p("ModifiedDate", Date),
+    ],
+    navs: &[
+        one("Application", "Applications", "ApplicationId"),
+        one("Session", "Sessions", "SessionKey"),
+    ],
+};
+
 /// Every simulated entity set, in the order of the service document.
 pub static ENTITY_SETS: &[&EntityDef] = &[
+    &APPLICATION_INSTANCES,
+    &APPLICATIONS,
     &CATALOGS,
     &CONNECTION_FAILURE_CATEGORIES,
     &CONNECTION_FAILURE_LOGS,
     &CONNECTIONS,
     &DESKTOP_GROUPS,
+    &FAILURE_LOG_SUMMARIES,
+    &HOTFIXES,
     &HYPERVISORS,
+    &LOAD_INDEX_SUMMARIES,
     &LOAD_INDEXES,
+    &LOG_ON_SUMMARIES,
+    &MACHINE_FAILURE_LOGS,
+    &MACHINE_HOTFIX_LOGS,
+    &MACHINE_METRIC,
+    &MACHINE_SUMMARIES,
     &MACHINES,
+    &RESOURCE_UTILIZATION,
+    &RESOURCE_UTILIZATION_SUMMARY,
+    &SESSION_ACTIVITY_SUMMARIES,
+    &SESSION_METRICS,
     &SESSIONS,
     &USERS,
 ];

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -37,13 +37,17 @@ use super::data::TenantData;
 use super::faults::{Faults, MonitorFault, TokenFault};
 use super::schema::{ENTITY_SETS, NavKind, entity_set};
 use super::stats::{SimStats, TenantStats};
-use super::{SimOptions, SimTenant, generate, odata};
+use super::{SimOptions, SimTenant, advance, generate, odata};
+use chrono::{DateTime, Utc};
 
 const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
 
 struct Tenant {
     info: SimTenant,
-    data: TenantData,
+    /// Read by every request; replaced (write lock) by `advance`.
+    data: RwLock<TenantData>,
+    /// Generator state for `advance`; locked before `data` when both are needed.
+    world: Mutex<generate::World>,
     faults: Mutex<Faults>,
     stats: Mutex<TenantStats>,
     in_flight: AtomicU64,
@@ -57,11 +61,17 @@ impl Tenant {
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn data(&self) -> std::sync::RwLockReadGuard<'_, TenantData> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Everything the handlers share.
 pub struct State {
     opts: SimOptions,
+    /// The simulated present (`opts.now` plus every advance).
+    now: Mutex<DateTime<Utc>>,
     tenants: Vec<Tenant>,
     by_customer: HashMap<String, usize>,
     by_client: HashMap<String, usize>,
@@ -75,10 +85,11 @@ impl State {
         let tenants: Vec<Tenant> = (0..opts.tenants)
             .map(|i| {
                 let info = generate::tenant_identity(opts.seed, i);
-                let data = TenantData::new(generate::generate(&opts, i, &info));
+                let (world, rows) = generate::generate_world(&opts, i, &info);
                 Tenant {
                     info,
-                    data,
+                    data: RwLock::new(TenantData::new(rows)),
+                    world: Mutex::new(world),
                     faults: Mutex::new(Faults::default()),
                     stats: Mutex::new(TenantStats::default()),
                     in_flight: AtomicU64::new(0),
@@ -97,6 +108,7 @@ impl State {
             .collect();
         State {
             tokens: Tokens::new(opts.seed),
+            now: Mutex::new(opts.now),
             opts,
             tenants,
             by_customer,
@@ -113,7 +125,8 @@ impl State {
         let (Some(&t), Some(def)) = (self.by_customer.get(customer_id), entity_set(set)) else {
             return Vec::new();
         };
-        let table = self.tenants[t].data.table(set);
+        let data = self.tenants[t].data();
+        let table = data.table(set);
         let mut idx: Vec<usize> = (0..table.rows.len()).collect();
         let key = def.key_index();
         idx.sort_by(|&a, &b| {
@@ -122,6 +135,27 @@ impl State {
         idx.into_iter()
             .map(|i| odata::row_json(def, &table.rows[i]))
             .collect()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Advances every tenant's clock by `by` (see advance.rs); serialised by the `now` lock.
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        if by <= chrono::Duration::zero() {
+            return;
+        }
+        for t in &self.tenants {
+            let mut world = t.world.lock().unwrap_or_else(|e| e.into_inner());
+            let mut data = t.data.write().unwrap_or_else(|e| e.into_inner());
+            let mut rows =
+                std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
+            advance::advance(&mut world, &mut rows, by);
+            *data = TenantData::new(rows);
+        }
+        *now += by;
     }
 
     pub fn stats(&self) -> SimStats {
@@ -211,6 +245,8 @@ fn router(ctx: Ctx) -> Router {
     let mut r = Router::new()
         .route("/cctrustoauth2/{customer}/tokens/clients", post(token))
         .route("/_sim/stats", get(admin_stats))
+        .route("/_sim/advance", post(admin_advance))
+        .route("/_sim/now", get(admin_now))
         .route(
             "/_sim/faults",
             get(admin_get_faults)
@@ -616,14 +652,8 @@ async fn monitor(
     };
     let base = service_base(&headers, ctx.local);
     let tenant = &state.tenants[t];
-    let page = odata::run(
-        &tenant.data,
-        def,
-        &opts,
-        &pairs,
-        &base,
-        state.opts.page_size,
-    );
+    let data = tenant.data();
+    let page = odata::run(&data, def, &opts, &pairs, &base, state.opts.page_size);
     let rows = page.value.len();
     match serde_json::to_vec(&page) {
         Ok(body) => finish_ok(state, t, def.set, rows, body),
@@ -735,6 +765,38 @@ async fn admin_set_faults(AxState(ctx): AxState<Ctx>, body: Bytes) -> Response {
             json!({"error": format!("no simulated tenant '{customer}'")}),
         )
     }
+}
+
+/// `POST /_sim/advance?minutes=N` (1 ≤ N ≤ 10080): moves simulated time forward; answers the
+/// new now as `{"now": "..."}`.
+async fn admin_advance(AxState(ctx): AxState<Ctx>, uri: Uri) -> Response {
+    let minutes = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "minutes")
+        .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+        .filter(|m| (1..=10_080).contains(m));
+    let Some(minutes) = minutes else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "minutes must be an integer from 1 to 10080"}),
+        );
+    };
+    let state = ctx.state.clone();
+    let by = chrono::Duration::minutes(minutes);
+    // Generation is CPU work; keep it off the async workers.
+    if let Err(e) = tokio::task::spawn_blocking(move || state.advance(by)).await {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": format!("advance failed: {e}")}),
+        );
+    }
+    admin_now(AxState(ctx)).await
+}
+
+async fn admin_now(AxState(ctx): AxState<Ctx>) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"now": super::value::format_date(ctx.state.now())}),
+    )
 }
 
 async fn admin_clear_faults(AxState(ctx): AxState<Ctx>) -> Response {

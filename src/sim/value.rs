@@ -13,8 +13,6 @@ pub enum Val {
     Null,
     Bool(bool),
     Int(i64),
-    // For Edm.Double properties of sets still to come.
-    #[allow(dead_code)]
     Float(f64),
     Str(Box<str>),
     Guid(u128),
