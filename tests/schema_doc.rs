@@ -55,8 +55,14 @@ fn check(line: String) {
         .lines()
         .find(|l| l.starts_with(&format!("{measurement},")))
         .unwrap_or_else(|| panic!("docs/schema.md has no example line for {measurement}:\n{line}"));
-    assert_eq!(doc_line, line, "update docs/schema.md with the line on the right");
-    assert!(DOC.contains(&format!("### `{measurement}`")), "no section for {measurement}");
+    assert_eq!(
+        doc_line, line,
+        "update docs/schema.md with the line on the right"
+    );
+    assert!(
+        DOC.contains(&format!("### `{measurement}`")),
+        "no section for {measurement}"
+    );
 }
 
 const M: &str = r#""Machine":{"Name":"DOM\\vda-01","DesktopGroup":{"Name":"Sales EU"},"Catalog":{"Name":"Win11"}}"#;
@@ -132,7 +138,10 @@ fn every_example_line_matches_the_encoder() {
 #[test]
 fn every_registered_kind_is_documented() {
     for kind in citrix_harvester::collect::registry::KINDS {
-        assert!(DOC.contains(&format!("`{kind}`")), "docs/schema.md does not mention `{kind}`");
+        assert!(
+            DOC.contains(&format!("`{kind}`")),
+            "docs/schema.md does not mention `{kind}`"
+        );
     }
     for m in ["citrix_logon", "citrix_machine"] {
         assert!(DOC.contains(&format!("### `{m}`")), "no section for {m}");

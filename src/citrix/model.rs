@@ -18,6 +18,21 @@ pub struct Page<T> {
 
 pub type Date = Option<DateTime<Utc>>;
 
+/// An id whose Edm type is not documented (a number on one service, a Guid string on another):
+/// kept as text either way.
+fn flexible_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "expected an id (string or number), got {other}"
+            )));
+        }
+    })
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DesktopGroup {
@@ -340,6 +355,7 @@ pub struct SessionMetrics {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Hotfix {
+    #[serde(deserialize_with = "flexible_id")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub article: Option<String>,
@@ -355,6 +371,7 @@ pub struct Hotfix {
 pub struct MachineHotfixLog {
     pub id: Option<i64>,
     pub machine_id: Option<String>,
+    #[serde(deserialize_with = "flexible_id")]
     pub hotfix_id: Option<String>,
     pub change_type: Option<i64>,
     pub current_state: Option<bool>,
