@@ -80,9 +80,19 @@ impl Query {
     }
 }
 
-/// An OData v4 date-time literal: unquoted ISO-8601 UTC (citrix-monitor-api.md §5.2).
+/// An OData v4 date-time literal: unquoted ISO-8601 UTC (citrix-monitor-api.md §5.2), with the
+/// service's own precision (.NET ticks: up to 7 fractional digits, trailing zeros trimmed), so a
+/// watermark taken from a row compares equal to that row — `ge` then re-reads exactly the rows
+/// sharing it, no more and no fewer.
 pub fn datetime_literal(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let base = t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let ticks = t.timestamp_subsec_nanos() / 100;
+    if ticks == 0 {
+        return base;
+    }
+    let frac = format!("{ticks:07}");
+    let frac = frac.trim_end_matches('0');
+    format!("{}.{frac}Z", base.trim_end_matches('Z'))
 }
 
 /// Why paging stopped before the end.
@@ -169,7 +179,21 @@ mod tests {
             q.url("https://api.cloud.com/monitorodata/"),
             "https://api.cloud.com/monitorodata/Connections?$select=Id,ModifiedDate\
              &$expand=Session($select=SessionKey;$expand=User($select=UserName))\
-             &$filter=ModifiedDate%20ge%202024-07-30T00:00:00.000Z&$orderby=ModifiedDate,Id&$count=true"
+             &$filter=ModifiedDate%20ge%202024-07-30T00:00:00Z&$orderby=ModifiedDate,Id&$count=true"
+        );
+    }
+
+    #[test]
+    fn date_literals_keep_tick_precision() {
+        let t: DateTime<Utc> = "2024-07-31T11:22:37.4731234Z".parse().unwrap();
+        assert_eq!(datetime_literal(t), "2024-07-31T11:22:37.4731234Z");
+        let t: DateTime<Utc> = "2024-07-31T11:22:37.4Z".parse().unwrap();
+        assert_eq!(datetime_literal(t), "2024-07-31T11:22:37.4Z");
+        let t: DateTime<Utc> = "2024-07-31T11:22:37.000000099Z".parse().unwrap();
+        assert_eq!(
+            datetime_literal(t),
+            "2024-07-31T11:22:37Z",
+            "below a tick is cut, never rounded up"
         );
     }
 

@@ -5,9 +5,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Collector, Ctx, MapError, record_timestamp_ns, span_ms};
+use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, span_ms};
 use crate::citrix::model::Connection;
-use crate::citrix::odata::{Query, datetime_literal};
+use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_logon";
@@ -31,46 +31,46 @@ impl Collector for Connections {
     }
 
     fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        let mut q = Query::new(self.entity_set());
-        q.select = vec![
-            "Id",
-            "ClientName",
-            "ClientAddress",
-            "ClientVersion",
-            "ClientPlatform",
-            "IsReconnect",
-            "Protocol",
-            "LogOnStartDate",
-            "LogOnEndDate",
-            "BrokeringDuration",
-            "BrokeringDate",
-            "VMStartStartDate",
-            "VMStartEndDate",
-            "HdxStartDate",
-            "HdxEndDate",
-            "AuthenticationDuration",
-            "GpoStartDate",
-            "GpoEndDate",
-            "LogOnScriptsStartDate",
-            "LogOnScriptsEndDate",
-            "ProfileLoadStartDate",
-            "ProfileLoadEndDate",
-            "InteractiveStartDate",
-            "InteractiveEndDate",
-            "SessionKey",
-            "CreatedDate",
+        incremental_query(
+            self.entity_set(),
+            &[
+                "Id",
+                "ClientName",
+                "ClientAddress",
+                "ClientVersion",
+                "ClientPlatform",
+                "IsReconnect",
+                "Protocol",
+                "LogOnStartDate",
+                "LogOnEndDate",
+                "BrokeringDuration",
+                "BrokeringDate",
+                "VMStartStartDate",
+                "VMStartEndDate",
+                "HdxStartDate",
+                "HdxEndDate",
+                "AuthenticationDuration",
+                "GpoStartDate",
+                "GpoEndDate",
+                "LogOnScriptsStartDate",
+                "LogOnScriptsEndDate",
+                "ProfileLoadStartDate",
+                "ProfileLoadEndDate",
+                "InteractiveStartDate",
+                "InteractiveEndDate",
+                "SessionKey",
+                "CreatedDate",
+                "ModifiedDate",
+            ],
+            Some(
+                "Session($select=SessionKey,LogOnDuration,SessionType;\
+                 $expand=User($select=UserName),Machine($select=Name;$expand=DesktopGroup($select=Name)))",
+            ),
             "ModifiedDate",
-        ];
-        q.expand = Some(
-            "Session($select=SessionKey,LogOnDuration,SessionType;\
-             $expand=User($select=UserName),Machine($select=Name;$expand=DesktopGroup($select=Name)))"
-                .into(),
-        );
-        if let Some(since) = since {
-            q.filter = Some(format!("ModifiedDate ge {}", datetime_literal(since)));
-        }
-        q.orderby = Some("ModifiedDate,Id".into());
-        q
+            since,
+            None,
+            "Id",
+        )
     }
 
     fn key(&self, r: &Connection) -> Option<String> {
@@ -266,7 +266,7 @@ mod tests {
         let since = "2026-03-02T08:00:00Z".parse().unwrap();
         let url = Connections.query(Some(since)).url("http://h/monitorodata");
         assert!(
-            url.contains("$filter=ModifiedDate%20ge%202026-03-02T08:00:00.000Z"),
+            url.contains("$filter=ModifiedDate%20ge%202026-03-02T08:00:00Z"),
             "{url}"
         );
         assert!(url.contains("$orderby=ModifiedDate,Id"));
