@@ -262,19 +262,18 @@ async fn walk<C: Collector>(
             .get(&name, &url)
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
-        let page: Page<C::Record> = serde_json::from_slice(&body).map_err(|e| {
-            let err = client.error(
-                &name,
-                &url,
-                MonitorErrorKind::Decode(format!(
-                    "{e}; body starts: {}",
-                    crate::citrix::client::snippet(&body)
-                )),
-            );
+        let page = decode_page::<C::Record>(&body).map_err(|e| {
+            let err = client.error(&name, &url, MonitorErrorKind::Decode(e));
             ("decode", err.to_string())
         })?;
+        for (index, why) in &page.bad {
+            stats.rejected += 1;
+            tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, index, error = %why,
+                "Record skipped: it does not have the expected shape.");
+        }
         stats.pages += 1;
         points.clear();
+        stats.records += page.bad.len() as u64;
         for r in &page.value {
             stats.records += 1;
             if incremental {
@@ -351,6 +350,56 @@ async fn walk<C: Collector>(
         }
     }
     Ok(())
+}
+
+/// A decoded page: the records that have the expected shape, and (index, reason) of those
+/// that do not.
+pub struct DecodedPage<T> {
+    pub value: Vec<T>,
+    pub bad: Vec<(usize, String)>,
+    pub next_link: Option<String>,
+}
+
+/// Decodes a page. The fast path decodes it typed in one go; only when that fails is it
+/// decoded as JSON values and each record on its own, so one record of an unexpected shape
+/// (a string where a number was documented, say) costs that record, not the page. A body that
+/// is not an OData page at all (malformed JSON, an HTML error page) is an error.
+pub fn decode_page<T: DeserializeOwned>(body: &[u8]) -> Result<DecodedPage<T>, String> {
+    match serde_json::from_slice::<Page<T>>(body) {
+        Ok(p) => Ok(DecodedPage {
+            value: p.value,
+            bad: Vec::new(),
+            next_link: p.next_link,
+        }),
+        Err(typed) => {
+            let loose: Page<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
+                format!(
+                    "not an OData page ({e}); body starts: {}",
+                    crate::citrix::client::snippet(body)
+                )
+            })?;
+            let mut value = Vec::with_capacity(loose.value.len());
+            let mut bad = Vec::new();
+            for (i, v) in loose.value.into_iter().enumerate() {
+                match serde_json::from_value::<T>(v) {
+                    Ok(r) => value.push(r),
+                    Err(e) => bad.push((i, e.to_string())),
+                }
+            }
+            if bad.is_empty() {
+                // The typed decoder failed on something outside the records.
+                return Err(format!(
+                    "{typed}; body starts: {}",
+                    crate::citrix::client::snippet(body)
+                ));
+            }
+            Ok(DecodedPage {
+                value,
+                bad,
+                next_link: loose.next_link,
+            })
+        }
+    }
 }
 
 fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -534,6 +583,28 @@ mod tests {
         assert_eq!(a / 1_000_000, t.timestamp_millis());
         assert_eq!(a % 1_000_000, 128_230);
         assert_eq!(record_timestamp_ns(t, -1) % 1_000_000, 999_999);
+    }
+
+    #[test]
+    fn one_bad_record_costs_that_record_only() {
+        use crate::citrix::model::Connection;
+        let body = br#"{"value":[{"Id":1},{"Id":"two"},{"Id":3,"IsReconnect":"yes"},{"Id":4}],
+            "@odata.nextLink":"http://h/m/Connections?$skip=4"}"#;
+        let p = decode_page::<Connection>(body).unwrap();
+        let ids: Vec<i64> = p.value.iter().filter_map(|c| c.id).collect();
+        assert_eq!(ids, [1, 4]);
+        assert_eq!(p.bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 2]);
+        assert!(p.next_link.is_some());
+        let html = b"<html><body>502 Bad Gateway</body></html>";
+        let e = decode_page::<Connection>(html).err().unwrap();
+        assert!(
+            e.contains("not an OData page") && e.contains("502 Bad Gateway"),
+            "{e}"
+        );
+        let truncated = br#"{"value":[{"Id":1},{"Id":2"#;
+        assert!(decode_page::<Connection>(truncated).is_err());
+        let empty = br#"{"value":[]}"#;
+        assert!(decode_page::<Connection>(empty).unwrap().value.is_empty());
     }
 
     #[test]
