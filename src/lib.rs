@@ -13,6 +13,8 @@
 //! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.
 //! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
 //! - [`telemetry`]: logging set-up.
+//! - [`systemd`]: the notify protocol (READY, WATCHDOG, STOPPING) for `Type=notify`.
+//! - [`demo`]: `citrix-harvester demo`, the simulator harvested once into a file.
 
 pub mod checkpoint;
 pub mod citrix;
@@ -24,4 +26,5 @@ pub mod scheduler;
 pub mod secret;
 pub mod sim;
 pub mod sink;
+pub mod systemd;
 pub mod telemetry;

@@ -187,6 +187,22 @@ impl Harvester {
             tracker.spawn(async move { me.tenant_loop(i, cancel).await });
         }
         tracker.close();
+        crate::systemd::notify("READY=1");
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            // Pings only while tenant tasks are alive: if they all died, systemd restarts us.
+            let (t, c) = (tracker.clone(), cancel.clone());
+            tokio::spawn(async move {
+                while !t.is_empty() && !c.is_cancelled() {
+                    crate::systemd::notify("WATCHDOG=1");
+                    tokio::select! {
+                        _ = c.cancelled() => {}
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+        }
+        cancel.cancelled().await;
+        crate::systemd::notify("STOPPING=1");
         tracker.wait().await;
     }
 
