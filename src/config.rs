@@ -76,6 +76,7 @@ struct RawHarvester {
     max_concurrent_requests: Option<usize>,
     allow_inline_secrets: Option<bool>,
     schedule: Option<BTreeMap<String, String>>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +166,8 @@ pub struct HarvesterConfig {
     pub lookback: Duration,
     pub overlap: Duration,
     pub max_concurrent_requests: usize,
+    /// After SIGTERM/SIGINT, how long the current page may take to finish before exiting anyway.
+    pub shutdown_grace: Duration,
     /// How often each job runs, by schedule key (an entity kind or `summaries_*`); a key not
     /// here runs every `interval`.
     pub schedule: BTreeMap<String, Duration>,
@@ -246,6 +249,7 @@ impl Default for HarvesterConfig {
             overlap: Duration::from_secs(120),
             max_concurrent_requests: 32,
             schedule: default_schedule(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -352,6 +356,8 @@ impl RawConfig {
             max_concurrent_requests: h
                 .max_concurrent_requests
                 .unwrap_or(d.max_concurrent_requests),
+            shutdown_grace: opt_duration("harvester.shutdown_grace", h.shutdown_grace)?
+                .unwrap_or(d.shutdown_grace),
             schedule: {
                 let mut s = d.schedule;
                 s.extend(parse_schedule("harvester.schedule", h.schedule)?);
@@ -928,5 +934,6 @@ mod example_file {
         );
         assert_eq!(c.tenants[0].entities, KNOWN_ENTITIES);
         assert_eq!(c.harvester.schedule, default_schedule());
+        assert_eq!(c.harvester.shutdown_grace, d.shutdown_grace);
     }
 }

@@ -122,7 +122,25 @@ async fn harvest(cli_config: PathBuf, once: bool, dry_run: bool) -> anyhow::Resu
             ..cfg.output
         };
     }
-    let summaries = run(&cfg, once, shutdown_on_signals()).await?;
+    let shutdown = shutdown_on_signals();
+    let grace = cfg.harvester.shutdown_grace;
+    let overdue = {
+        let s = shutdown.clone();
+        async move {
+            s.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let summaries = tokio::select! {
+        r = run(&cfg, once, shutdown) => r?,
+        _ = overdue => {
+            // Nothing is lost: watermarks only move after acknowledgement, so the pages being
+            // fetched are read again at the next start.
+            tracing::warn!(grace_ms = grace.as_millis() as u64,
+                "Shutdown grace period over; exiting without waiting for the current requests.");
+            return Ok(ExitCode::from(3));
+        }
+    };
     if once {
         eprint!("{}", format_summary(&summaries));
         let spooled = spooled_bytes(&cfg);

@@ -282,3 +282,78 @@ async fn daemon_stops_cleanly_on_sigterm_after_saving_its_watermark() {
     assert!(stderr.contains("Shutdown requested"), "{stderr}");
     assert!(std::fs::read_to_string(&out).unwrap().lines().count() > 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_after_the_grace_period_when_a_request_hangs() {
+    let sim = Simulator::new(SimOptions {
+        tenants: 1,
+        seed: 10,
+        now: minute_now(),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap();
+    sim.set_faults(
+        &sim.tenants()[0].customer_id,
+        citrix_harvester::sim::Faults {
+            slow_ms: 60_000,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("points.lp");
+    let cfg = sim_config(
+        &sim,
+        dir.path(),
+        &format!("kind = \"file\"\npath = \"{}\"", out.display()),
+        "shutdown_grace = \"1s\"",
+    );
+    let mut cmd = with_secrets(bin(), &sim);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Wait until the first Monitor request is hanging in the simulator.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim
+        .stats()
+        .tenants
+        .values()
+        .map(|t| t.requests)
+        .sum::<u64>()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request reached the simulator"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let res = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("grace period"), "{stderr}");
+    // Far less than the 60 s the request would have hung.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // No watermark moved for the entity whose page never arrived.
+    let cid = &sim.tenants()[0].customer_id;
+    assert!(
+        !dir.path()
+            .join("state/checkpoints")
+            .join(cid)
+            .join("connections.json")
+            .exists()
+    );
+}
