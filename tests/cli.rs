@@ -313,7 +313,7 @@ async fn sigterm_exits_after_the_grace_period_when_a_request_hangs() {
     cmd.arg("--config")
         .arg(&cfg)
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     // Wait until the first Monitor request is hanging in the simulator.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sim
