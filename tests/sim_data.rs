@@ -22,6 +22,20 @@ async fn default_volumes_and_generation_time() {
         "ConnectionFailureLogs",
         "ConnectionFailureCategories",
         "LoadIndexes",
+        "MachineFailureLogs",
+        "SessionActivitySummaries",
+        "LogOnSummaries",
+        "LoadIndexSummaries",
+        "FailureLogSummaries",
+        "MachineSummaries",
+        "ResourceUtilization",
+        "ResourceUtilizationSummary",
+        "MachineMetric",
+        "SessionMetrics",
+        "MachineHotfixLogs",
+        "Hotfixes",
+        "ApplicationInstances",
+        "Applications",
     ];
     for t in h.tenants() {
         let counts: Vec<String> = sets
@@ -33,6 +47,12 @@ async fn default_volumes_and_generation_time() {
     println!("generated 3 default tenants in {generated:?}");
     let t0 = &h.tenants()[0];
     assert!(h.rows(&t0.customer_id, "Connections").len() >= 1050);
+    for s in sets {
+        assert!(!h.rows(&t0.customer_id, s).is_empty(), "{s} is empty");
+    }
+    let t1 = Instant::now();
+    h.advance(chrono::Duration::minutes(60));
+    println!("advanced 3 default tenants by 60 min in {:?}", t1.elapsed());
     assert!(h.rows(&t0.customer_id, "Nope").is_empty());
     assert!(h.rows("nobody", "Connections").is_empty());
     // Generous: debug builds are much slower than release.

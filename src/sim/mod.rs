@@ -20,11 +20,11 @@
 //!   `ApplicationInstances` (application sessions only, ending with their session),
 //!   `ResourceUtilization` (5 min), `MachineMetric` (10 min, no Created/ModifiedDate),
 //!   `SessionMetrics` (10 min per running session, `SessionId` = SessionKey) — raw resource
-//!   rows for the last 2 h at start;
+//!   rows for the last hour at start;
 //! - summaries (summary.rs has the exact rules): `SessionActivitySummaries`, `LogOnSummaries`,
 //!   `FailureLogSummaries`, `LoadIndexSummaries`, `MachineSummaries` at Granularity 1/60/1440,
 //!   `ResourceUtilizationSummary` at 10/60/1440; complete UTC-aligned intervals only, minute
-//!   rows for the last 2 h (Citrix keeps 3 days).
+//!   rows for the last hour (Citrix keeps 3 days).
 //!
 //! Oddities a harvester must survive (all deterministic):
 //! - a few rows of Sessions, Connections, Machines and ConnectionFailureLogs share their

@@ -41,10 +41,10 @@ type Dt = DateTime<Utc>;
 /// Minute-granularity summary rows are produced for intervals starting in the last this long
 /// only (Citrix grooms minute data after 3 days; a harvester reads minutes only for the last
 /// hour or so, and a thousand simulated tenants must stay small).
-pub const MINUTE_WINDOW_HOURS: i64 = 2;
+pub const MINUTE_WINDOW_HOURS: i64 = 1;
 /// Raw ResourceUtilization, MachineMetric and SessionMetrics rows are kept for this long
 /// (Citrix keeps raw resource data 1 day; see the note above).
-pub const RAW_WINDOW_HOURS: i64 = 2;
+pub const RAW_WINDOW_HOURS: i64 = 1;
 pub const RU_STEP_SECS: i64 = 300;
 pub const MM_STEP_SECS: i64 = 600;
 pub const SM_STEP_SECS: i64 = 600;
