@@ -91,15 +91,33 @@ impl Collector for FailureLogSummaries {
                         .map(|v| enums::failure_category(v).into_owned())
                         .unwrap_or_default(),
                 )
-                .tag(
-                    "failure_reason",
-                    r.failure_code
-                        .map(|v| enums::session_failure_code(v).into_owned())
-                        .unwrap_or_default(),
-                )
+                .tag("failure_reason", reason(r.failure_category, r.failure_code))
                 .field_opt("failure_count", r.failure_count)
                 .field_opt("failure_code", r.failure_code),
         );
         Ok(())
+    }
+}
+
+/// The code's name. Citrix documents FailureCode as a SessionFailureCode; for machine failures
+/// (category 2) Director shows machine fault states (FailedToStart, StuckOnBoot, ...), so those
+/// codes are read as MachineFaultStateCode — an inference, as in the simulator.
+fn reason(category: Option<i64>, code: Option<i64>) -> String {
+    match (category, code) {
+        (_, None) => String::new(),
+        (Some(2), Some(c)) => enums::fault_state(c).into_owned(),
+        (_, Some(c)) => enums::session_failure_code(c).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_category_codes_are_fault_states() {
+        assert_eq!(reason(Some(2), Some(3)), "StuckOnBoot");
+        assert_eq!(reason(Some(1), Some(100)), "NoMachineAvailable");
+        assert_eq!(reason(None, None), "");
     }
 }
