@@ -3,12 +3,10 @@
 //! re-reading the last few intervals. Timestamp: SummaryDate; category and code are tags (few
 //! values, and they are part of the row's identity).
 
-use chrono::{DateTime, Utc};
+use super::summary::SummaryKind;
 
-use super::{Collector, Ctx, MapError, exact_ns, summary_overlap, summary_query, tenant_point};
 use crate::citrix::enums;
 use crate::citrix::model::FailureLogSummary;
-use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_failure_summary";
@@ -17,85 +15,45 @@ pub struct FailureLogSummaries {
     pub granularity: i64,
 }
 
-impl Collector for FailureLogSummaries {
-    type Record = FailureLogSummary;
-    type State = ();
+impl SummaryKind for FailureLogSummaries {
+    type Row = FailureLogSummary;
+    const KIND: &'static str = "failure_log_summaries";
+    const ENTITY_SET: &'static str = "FailureLogSummaries";
+    const SELECT: &'static [&'static str] = &[
+        "Id",
+        "SummaryDate",
+        "FailureCategory",
+        "FailureCode",
+        "FailureCount",
+        "Granularity",
+    ];
+    const EXPAND: &'static str = "DesktopGroup($select=Name)";
 
-    fn name(&self) -> String {
-        format!("failure_log_summaries_{}", self.granularity)
+    fn granularity(&self) -> i64 {
+        self.granularity
     }
 
-    fn entity_set(&self) -> &'static str {
-        "FailureLogSummaries"
+    fn measurement(&self) -> &'static str {
+        MEASUREMENT
     }
 
-    fn watermark_field(&self) -> Option<&'static str> {
-        Some("SummaryDate")
-    }
-
-    fn overlap(&self, _default: std::time::Duration) -> std::time::Duration {
-        summary_overlap(self.granularity)
-    }
-
-    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        summary_query(
-            self.entity_set(),
-            &[
-                "Id",
-                "SummaryDate",
-                "FailureCategory",
-                "FailureCode",
-                "FailureCount",
-                "Granularity",
-            ],
-            Some("DesktopGroup($select=Name)"),
-            self.granularity,
-            since,
+    fn point(&self, r: &FailureLogSummary, base: Point) -> Point {
+        base.tag(
+            "delivery_group",
+            r.desktop_group
+                .as_ref()
+                .and_then(|g| g.name.clone())
+                .unwrap_or_default(),
         )
-    }
-
-    fn key(&self, r: &FailureLogSummary) -> Option<String> {
-        r.id.map(|i| i.to_string())
-    }
-
-    fn watermark(&self, r: &FailureLogSummary) -> Option<DateTime<Utc>> {
-        r.summary_date
-    }
-
-    fn map(
-        &self,
-        r: &FailureLogSummary,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<Point>,
-    ) -> Result<(), MapError> {
-        let at = r
-            .summary_date
-            .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
-        out.push(
-            tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
-                .tag(
-                    "delivery_group",
-                    r.desktop_group
-                        .as_ref()
-                        .and_then(|g| g.name.clone())
-                        .unwrap_or_default(),
-                )
-                .tag(
-                    "granularity",
-                    r.granularity.unwrap_or(self.granularity).to_string(),
-                )
-                .tag(
-                    "failure_category",
-                    r.failure_category
-                        .map(|v| enums::failure_category(v).into_owned())
-                        .unwrap_or_default(),
-                )
-                .tag("failure_reason", reason(r.failure_category, r.failure_code))
-                .field_opt("failure_count", r.failure_count)
-                .field_opt("failure_code", r.failure_code),
-        );
-        Ok(())
+        .tag(
+            "failure_category",
+            r.failure_category
+                .map(|v| enums::failure_category(v).into_owned())
+                .unwrap_or_default(),
+        )
+        .tag("failure_reason", reason(r.failure_category, r.failure_code))
+        .field_opt("failure_count", r.failure_count)
+        .field_opt("failure_code", r.failure_code)
     }
 }
 

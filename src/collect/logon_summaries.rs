@@ -3,13 +3,9 @@
 //! same row), with the counts. One job per granularity, re-reading the last few intervals by
 //! `SummaryDate`. Timestamp: SummaryDate.
 
-use chrono::{DateTime, Utc};
-
-use super::{
-    Collector, Ctx, MapError, avg, exact_ns, summary_overlap, summary_query, tenant_point,
-};
+use super::avg;
+use super::summary::SummaryKind;
 use crate::citrix::model::LogOnSummary;
-use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_logon_summary";
@@ -18,67 +14,30 @@ pub struct LogOnSummaries {
     pub granularity: i64,
 }
 
-impl Collector for LogOnSummaries {
-    type Record = LogOnSummary;
-    type State = ();
+impl SummaryKind for LogOnSummaries {
+    type Row = LogOnSummary;
+    const KIND: &'static str = "logon_summaries";
+    const ENTITY_SET: &'static str = "LogOnSummaries";
+    const SELECT: &'static [&'static str] = &[];
+    const EXPAND: &'static str = "DesktopGroup($select=Name)";
 
-    fn name(&self) -> String {
-        format!("logon_summaries_{}", self.granularity)
+    fn granularity(&self) -> i64 {
+        self.granularity
     }
 
-    fn entity_set(&self) -> &'static str {
-        "LogOnSummaries"
+    fn measurement(&self) -> &'static str {
+        MEASUREMENT
     }
 
-    fn watermark_field(&self) -> Option<&'static str> {
-        Some("SummaryDate")
-    }
-
-    fn overlap(&self, _default: std::time::Duration) -> std::time::Duration {
-        summary_overlap(self.granularity)
-    }
-
-    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        // No $select: the phase columns are many and all needed.
-        summary_query(
-            self.entity_set(),
-            &[],
-            Some("DesktopGroup($select=Name)"),
-            self.granularity,
-            since,
-        )
-    }
-
-    fn key(&self, r: &LogOnSummary) -> Option<String> {
-        r.id.map(|i| i.to_string())
-    }
-
-    fn watermark(&self, r: &LogOnSummary) -> Option<DateTime<Utc>> {
-        r.summary_date
-    }
-
-    fn map(
-        &self,
-        r: &LogOnSummary,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<Point>,
-    ) -> Result<(), MapError> {
-        let at = r
-            .summary_date
-            .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
+    fn point(&self, r: &LogOnSummary, base: Point) -> Point {
         let f = |v: Option<i64>| v.map(|x| x as f64);
-        let mut p = tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
+        let mut p = base
             .tag(
                 "delivery_group",
                 r.desktop_group
                     .as_ref()
                     .and_then(|g| g.name.clone())
                     .unwrap_or_default(),
-            )
-            .tag(
-                "granularity",
-                r.granularity.unwrap_or(self.granularity).to_string(),
             )
             .field_opt("logon_count", r.total_count)
             .field_opt("logon_avg_ms", avg(f(r.total_duration), f(r.total_count)));
@@ -108,15 +67,16 @@ impl Collector for LogOnSummaries {
                 .field_opt(format!("{name}_avg_ms"), avg(f(sum), f(count)))
                 .field_opt(format!("{name}_count"), count);
         }
-        out.push(p);
-        Ok(())
+        p
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::{Collector, Ctx};
     use crate::lineproto::FieldValue;
+    use chrono::Utc;
 
     #[test]
     fn per_phase_averages_within_the_row() {

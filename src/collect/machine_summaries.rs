@@ -2,11 +2,9 @@
 //! machines exist, are powered on, registered and in maintenance mode. One job per granularity,
 //! re-reading the last few intervals. Timestamp: SummaryDate.
 
-use chrono::{DateTime, Utc};
+use super::summary::SummaryKind;
 
-use super::{Collector, Ctx, MapError, exact_ns, summary_overlap, summary_query, tenant_point};
 use crate::citrix::model::MachineSummary;
-use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_machine_summary";
@@ -15,80 +13,40 @@ pub struct MachineSummaries {
     pub granularity: i64,
 }
 
-impl Collector for MachineSummaries {
-    type Record = MachineSummary;
-    type State = ();
+impl SummaryKind for MachineSummaries {
+    type Row = MachineSummary;
+    const KIND: &'static str = "machine_summaries";
+    const ENTITY_SET: &'static str = "MachineSummaries";
+    const SELECT: &'static [&'static str] = &[
+        "Id",
+        "SummaryDate",
+        "MachinesCount",
+        "PoweredOnMachinesCount",
+        "RegisteredMachinesCount",
+        "MachinesInMaintenanceModeCount",
+        "Granularity",
+    ];
+    const EXPAND: &'static str = "DesktopGroup($select=Name)";
 
-    fn name(&self) -> String {
-        format!("machine_summaries_{}", self.granularity)
+    fn granularity(&self) -> i64 {
+        self.granularity
     }
 
-    fn entity_set(&self) -> &'static str {
-        "MachineSummaries"
+    fn measurement(&self) -> &'static str {
+        MEASUREMENT
     }
 
-    fn watermark_field(&self) -> Option<&'static str> {
-        Some("SummaryDate")
-    }
-
-    fn overlap(&self, _default: std::time::Duration) -> std::time::Duration {
-        summary_overlap(self.granularity)
-    }
-
-    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        summary_query(
-            self.entity_set(),
-            &[
-                "Id",
-                "SummaryDate",
-                "MachinesCount",
-                "PoweredOnMachinesCount",
-                "RegisteredMachinesCount",
-                "MachinesInMaintenanceModeCount",
-                "Granularity",
-            ],
-            Some("DesktopGroup($select=Name)"),
-            self.granularity,
-            since,
+    fn point(&self, r: &MachineSummary, base: Point) -> Point {
+        base.tag(
+            "delivery_group",
+            r.desktop_group
+                .as_ref()
+                .and_then(|g| g.name.clone())
+                .unwrap_or_default(),
         )
-    }
-
-    fn key(&self, r: &MachineSummary) -> Option<String> {
-        r.id.map(|i| i.to_string())
-    }
-
-    fn watermark(&self, r: &MachineSummary) -> Option<DateTime<Utc>> {
-        r.summary_date
-    }
-
-    fn map(
-        &self,
-        r: &MachineSummary,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<Point>,
-    ) -> Result<(), MapError> {
-        let at = r
-            .summary_date
-            .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
-        out.push(
-            tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
-                .tag(
-                    "delivery_group",
-                    r.desktop_group
-                        .as_ref()
-                        .and_then(|g| g.name.clone())
-                        .unwrap_or_default(),
-                )
-                .tag(
-                    "granularity",
-                    r.granularity.unwrap_or(self.granularity).to_string(),
-                )
-                .field_opt("machines", r.machines_count)
-                .field_opt("powered_on", r.powered_on_machines_count)
-                .field_opt("registered", r.registered_machines_count)
-                .field_opt("in_maintenance", r.machines_in_maintenance_mode_count),
-        );
-        Ok(())
+        .field_opt("machines", r.machines_count)
+        .field_opt("powered_on", r.powered_on_machines_count)
+        .field_opt("registered", r.registered_machines_count)
+        .field_opt("in_maintenance", r.machines_in_maintenance_mode_count)
     }
 }

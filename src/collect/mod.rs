@@ -23,6 +23,7 @@ pub mod resource_utilization_summary;
 pub mod session_activity_summaries;
 pub mod session_metrics;
 pub mod sessions;
+pub mod summary;
 
 use std::collections::HashMap;
 

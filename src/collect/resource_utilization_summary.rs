@@ -3,14 +3,9 @@
 //! and memory and the session count, as Citrix consolidated them. One job per granularity,
 //! re-reading the last few intervals. Timestamp: SummaryDate.
 
-use chrono::{DateTime, Utc};
-
-use super::{
-    Collector, Ctx, MACHINE_EXPAND, MapError, exact_ns, machine_names, summary_overlap,
-    summary_query, tenant_point,
-};
+use super::summary::SummaryKind;
+use super::{MACHINE_EXPAND, machine_names};
 use crate::citrix::model::ResourceUtilizationSummary as Row;
-use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_resource_summary";
@@ -19,84 +14,46 @@ pub struct ResourceUtilizationSummaries {
     pub granularity: i64,
 }
 
-impl Collector for ResourceUtilizationSummaries {
-    type Record = Row;
-    type State = ();
+impl SummaryKind for ResourceUtilizationSummaries {
+    type Row = Row;
+    const KIND: &'static str = "resource_utilization_summary";
+    const ENTITY_SET: &'static str = "ResourceUtilizationSummary";
+    const SELECT: &'static [&'static str] = &[
+        "Id",
+        "SummaryDate",
+        "MachineId",
+        "AvgPercentCpu",
+        "PeakPercentCpu",
+        "AvgUsedMemory",
+        "PeakUsedMemory",
+        "AvgTotalMemory",
+        "TotalSessionCount",
+        "Granularity",
+    ];
+    const EXPAND: &'static str = MACHINE_EXPAND;
 
-    fn name(&self) -> String {
-        format!("resource_utilization_summary_{}", self.granularity)
+    fn granularity(&self) -> i64 {
+        self.granularity
     }
 
-    fn entity_set(&self) -> &'static str {
-        "ResourceUtilizationSummary"
+    fn measurement(&self) -> &'static str {
+        MEASUREMENT
     }
 
-    fn watermark_field(&self) -> Option<&'static str> {
-        Some("SummaryDate")
-    }
-
-    fn overlap(&self, _default: std::time::Duration) -> std::time::Duration {
-        summary_overlap(self.granularity)
-    }
-
-    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        summary_query(
-            self.entity_set(),
-            &[
-                "Id",
-                "SummaryDate",
-                "MachineId",
-                "AvgPercentCpu",
-                "PeakPercentCpu",
-                "AvgUsedMemory",
-                "PeakUsedMemory",
-                "AvgTotalMemory",
-                "TotalSessionCount",
-                "Granularity",
-            ],
-            Some(MACHINE_EXPAND),
-            self.granularity,
-            since,
-        )
-    }
-
-    fn key(&self, r: &Row) -> Option<String> {
-        match (r.id, &r.machine_id, r.summary_date) {
-            (Some(id), _, _) => Some(id.to_string()),
-            (None, Some(m), Some(d)) => Some(format!("{m}@{d}")),
-            _ => None,
-        }
-    }
-
-    fn watermark(&self, r: &Row) -> Option<DateTime<Utc>> {
-        r.summary_date
-    }
-
-    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
-        let at = r
-            .summary_date
-            .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
+    fn point(&self, r: &Row, base: Point) -> Point {
         let (dg, machine) = machine_names(r.machine.as_ref());
         let machine = if machine.is_empty() {
             r.machine_id.clone().unwrap_or_default()
         } else {
             machine
         };
-        out.push(
-            tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
-                .tag("delivery_group", dg)
-                .tag("machine", machine)
-                .tag(
-                    "granularity",
-                    r.granularity.unwrap_or(self.granularity).to_string(),
-                )
-                .field_opt("cpu_avg_pct", r.avg_percent_cpu)
-                .field_opt("cpu_peak_pct", r.peak_percent_cpu)
-                .field_opt("memory_used_avg", r.avg_used_memory)
-                .field_opt("memory_used_peak", r.peak_used_memory)
-                .field_opt("memory_total_avg", r.avg_total_memory)
-                .field_opt("session_count", r.total_session_count),
-        );
-        Ok(())
+        base.tag("delivery_group", dg)
+            .tag("machine", machine)
+            .field_opt("cpu_avg_pct", r.avg_percent_cpu)
+            .field_opt("cpu_peak_pct", r.peak_percent_cpu)
+            .field_opt("memory_used_avg", r.avg_used_memory)
+            .field_opt("memory_used_peak", r.peak_used_memory)
+            .field_opt("memory_total_avg", r.avg_total_memory)
+            .field_opt("session_count", r.total_session_count)
     }
 }

@@ -4,11 +4,9 @@
 //! row, never re-aggregated). One job per granularity; each walk re-reads the last few
 //! intervals by `SummaryDate`. Timestamp: SummaryDate (the interval's start).
 
-use chrono::{DateTime, Utc};
-
-use super::{Collector, Ctx, MapError, exact_ns, summary_overlap, summary_query, tenant_point};
+use super::avg;
+use super::summary::SummaryKind;
 use crate::citrix::model::SessionActivitySummary;
-use crate::citrix::odata::Query;
 use crate::lineproto::Point;
 
 pub const MEASUREMENT: &str = "citrix_session_activity";
@@ -17,96 +15,58 @@ pub struct SessionActivitySummaries {
     pub granularity: i64,
 }
 
-impl Collector for SessionActivitySummaries {
-    type Record = SessionActivitySummary;
-    type State = ();
+impl SummaryKind for SessionActivitySummaries {
+    type Row = SessionActivitySummary;
+    const KIND: &'static str = "session_activity_summaries";
+    const ENTITY_SET: &'static str = "SessionActivitySummaries";
+    const SELECT: &'static [&'static str] = &[
+        "Id",
+        "SummaryDate",
+        "ConcurrentSessionCount",
+        "ConnectedSessionCount",
+        "DisconnectedSessionCount",
+        "TotalLogOnDuration",
+        "TotalLogOnCount",
+        "Granularity",
+    ];
+    const EXPAND: &'static str = "DesktopGroup($select=Name)";
 
-    fn name(&self) -> String {
-        format!("session_activity_summaries_{}", self.granularity)
+    fn granularity(&self) -> i64 {
+        self.granularity
     }
 
-    fn entity_set(&self) -> &'static str {
-        "SessionActivitySummaries"
+    fn measurement(&self) -> &'static str {
+        MEASUREMENT
     }
 
-    fn watermark_field(&self) -> Option<&'static str> {
-        Some("SummaryDate")
-    }
-
-    fn overlap(&self, _default: std::time::Duration) -> std::time::Duration {
-        summary_overlap(self.granularity)
-    }
-
-    fn query(&self, since: Option<DateTime<Utc>>) -> Query {
-        summary_query(
-            self.entity_set(),
-            &[
-                "Id",
-                "SummaryDate",
-                "ConcurrentSessionCount",
-                "ConnectedSessionCount",
-                "DisconnectedSessionCount",
-                "TotalLogOnDuration",
-                "TotalLogOnCount",
-                "Granularity",
-            ],
-            Some("DesktopGroup($select=Name)"),
-            self.granularity,
-            since,
-        )
-    }
-
-    fn key(&self, r: &SessionActivitySummary) -> Option<String> {
-        r.id.map(|i| i.to_string())
-    }
-
-    fn watermark(&self, r: &SessionActivitySummary) -> Option<DateTime<Utc>> {
-        r.summary_date
-    }
-
-    fn map(
-        &self,
-        r: &SessionActivitySummary,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<Point>,
-    ) -> Result<(), MapError> {
-        let at = r
-            .summary_date
-            .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
+    fn point(&self, r: &SessionActivitySummary, base: Point) -> Point {
         let count = r.total_log_on_count;
         let total = r.total_log_on_duration;
-        out.push(
-            tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
-                .tag(
-                    "delivery_group",
-                    r.desktop_group
-                        .as_ref()
-                        .and_then(|g| g.name.clone())
-                        .unwrap_or_default(),
-                )
-                .tag(
-                    "granularity",
-                    r.granularity.unwrap_or(self.granularity).to_string(),
-                )
-                .field_opt("concurrent_sessions", r.concurrent_session_count)
-                .field_opt("connected_sessions", r.connected_session_count)
-                .field_opt("disconnected_sessions", r.disconnected_session_count)
-                .field_opt("logon_count", count)
-                .field_opt("logon_total_ms", total)
-                .field_opt(
-                    "logon_avg_ms",
-                    super::avg(total.map(|t| t as f64), count.map(|c| c as f64)),
-                ),
-        );
-        Ok(())
+        base.tag(
+            "delivery_group",
+            r.desktop_group
+                .as_ref()
+                .and_then(|g| g.name.clone())
+                .unwrap_or_default(),
+        )
+        .field_opt("concurrent_sessions", r.concurrent_session_count)
+        .field_opt("connected_sessions", r.connected_session_count)
+        .field_opt("disconnected_sessions", r.disconnected_session_count)
+        .field_opt("logon_count", count)
+        .field_opt("logon_total_ms", total)
+        .field_opt(
+            "logon_avg_ms",
+            avg(total.map(|t| t as f64), count.map(|c| c as f64)),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::{Collector, Ctx};
     use crate::lineproto::FieldValue;
+    use chrono::Utc;
 
     #[test]
     fn keeps_maxima_and_averages_logon_within_the_row() {
