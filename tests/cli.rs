@@ -7,6 +7,18 @@ use std::process::Command;
 use citrix_harvester::scheduler::minute_now;
 use citrix_harvester::sim::{SimOptions, Simulator};
 
+async fn start_sim(tenants: usize, seed: u64) -> citrix_harvester::sim::SimHandle {
+    Simulator::new(SimOptions {
+        tenants,
+        seed,
+        now: minute_now(),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap()
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_citrix-harvester"));
     c.env_remove("RUST_LOG");
@@ -73,15 +85,7 @@ fn config_error_names_the_key_and_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_exit_code_and_summary_per_tenant() {
-    let sim = Simulator::new(SimOptions {
-        tenants: 2,
-        seed: 5,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    let sim = start_sim(2, 5).await;
     let tenants = sim.tenants();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("points.lp");
@@ -181,15 +185,7 @@ fn with_secrets(mut c: Command, sim: &citrix_harvester::sim::SimHandle) -> Comma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_line_protocol_on_stdout() {
-    let sim = Simulator::new(SimOptions {
-        tenants: 1,
-        seed: 8,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    let sim = start_sim(1, 8).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(
         &sim,
@@ -224,15 +220,7 @@ async fn dry_run_prints_line_protocol_on_stdout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_stops_cleanly_on_sigterm_after_saving_its_watermark() {
-    let sim = Simulator::new(SimOptions {
-        tenants: 2,
-        seed: 9,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    let sim = start_sim(2, 9).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("points.lp");
     let cfg = sim_config(
@@ -285,15 +273,7 @@ async fn daemon_stops_cleanly_on_sigterm_after_saving_its_watermark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_after_the_grace_period_when_a_request_hangs() {
-    let sim = Simulator::new(SimOptions {
-        tenants: 1,
-        seed: 10,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    let sim = start_sim(1, 10).await;
     sim.set_faults(
         &sim.tenants()[0].customer_id,
         citrix_harvester::sim::Faults {
