@@ -205,6 +205,49 @@ async fn v1_bad_line_is_isolated_by_bisection() {
     );
 }
 
+/// The case: one bad line in a default-sized batch of 5,000 — bisection finds it and
+/// delivers the 4,999 others (each a distinct point), through the real InfluxDB 1.6.
+#[tokio::test]
+async fn v1_one_bad_line_in_a_batch_of_5000() {
+    let Some(url) = common::influx1_url() else {
+        return;
+    };
+    let db = common::unique_name("sink_bisect5k");
+    common::influx1_create_db(&url, &db).await;
+    let cfg = SinkConfig::new(SinkKind::InfluxV1 {
+        url: url.clone(),
+        database: db.clone(),
+        retention_policy: None,
+        username: None,
+        password: None,
+    });
+    assert_eq!(cfg.batch_size, 5000, "the default batch");
+    let sink = Sink::new(cfg).unwrap();
+    let mut pts: Vec<Point> = (0..5000)
+        .map(|i| {
+            Point::new("bisect5k", T0 + i)
+                .tag("host", format!("h{}", i % 7))
+                .field("v", i)
+        })
+        .collect();
+    pts[3137].timestamp_ns = i64::MIN;
+    let r = sink.write(&pts).await.unwrap();
+    assert_eq!(
+        (r.written, r.rejected, r.dropped, r.spooled),
+        (4999, 1, 0, 0)
+    );
+    let ans = common::influx1_query(&url, &db, "SELECT count(v) FROM bisect5k").await;
+    let total: i64 = ans["results"][0]["series"][0]["values"][0][1]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(total, 4999, "{ans}");
+    let ans = common::influx1_query(&url, &db, "SELECT v FROM bisect5k WHERE v = 3137").await;
+    assert!(
+        common::influx1_rows(&ans).is_empty(),
+        "the bad line must not be stored: {ans}"
+    );
+}
+
 /// A field type conflict: InfluxDB 1.6 stores the rest and says how many it dropped.
 #[tokio::test]
 async fn v1_field_type_conflict_counts_dropped() {

@@ -5,6 +5,8 @@
 //! with `CI=true` a missing server is a failure, never a skip.
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use serde_json::Value;
