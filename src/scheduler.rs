@@ -213,6 +213,7 @@ impl Harvester {
         let t = &self.tenants[i];
         let start = Instant::now();
         let mut next_due: Vec<Instant> = vec![start; t.jobs.len()];
+        let mut failures: Vec<u32> = vec![0; t.jobs.len()];
         while let Some(wake) = next_due.iter().min().copied() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -231,6 +232,22 @@ impl Harvester {
                 if !due[k] {
                     continue;
                 }
+                let name = sj.job.name();
+                let failed = s.error.is_some()
+                    || s.entities
+                        .iter()
+                        .any(|e| e.kind == name && e.error.is_some());
+                if failed {
+                    // Retry soon, then less and less often, never less often than the interval:
+                    // a failing tenant neither hammers Citrix nor waits longer than it must.
+                    failures[k] += 1;
+                    let wait = retry_delay(failures[k], sj.interval);
+                    tracing::warn!(tenant = %t.cfg.name, job = %name, consecutive_failures = failures[k],
+                        retry_in_s = wait.as_secs(), "Job failed; retrying with backoff.");
+                    next_due[k] = after + wait;
+                    continue;
+                }
+                failures[k] = 0;
                 let (next, skipped) = next_run(next_due[k], sj.interval, after);
                 if skipped > 0 {
                     tracing::warn!(tenant = %t.cfg.name, job = %sj.job.name(), skipped,
@@ -255,6 +272,12 @@ fn next_run(due: Instant, interval: Duration, finished: Instant) -> (Instant, u3
         skipped += 1;
     }
     (next, skipped)
+}
+
+/// After `failures` consecutive failed runs: 30 s, 60 s, 120 s, ... capped at the interval.
+fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let base = Duration::from_secs(30).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    base.min(interval)
 }
 
 /// The jobs of a tenant with their intervals: tenant schedule, then harvester schedule, then
@@ -403,6 +426,18 @@ mod tests {
             next_run(t0, i, t0 + Duration::from_secs(150)),
             (t0 + 3 * i, 2)
         );
+    }
+
+    #[test]
+    fn failing_jobs_back_off_up_to_their_interval() {
+        let i = Duration::from_secs(300);
+        let got: Vec<u64> = (1..=6).map(|n| retry_delay(n, i).as_secs()).collect();
+        assert_eq!(got, [30, 60, 120, 240, 300, 300]);
+        assert_eq!(
+            retry_delay(1, Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(retry_delay(40, i), i);
     }
 
     #[test]

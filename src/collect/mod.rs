@@ -609,6 +609,49 @@ mod tests {
     }
 
     #[test]
+    fn a_ten_megabyte_page_with_hostile_strings_decodes_and_encodes() {
+        use crate::citrix::model::Connection;
+        use crate::collect::connections::Connections;
+        let nasty = "a\\\"b,c=d e\\n\\t\u{e9}\u{1F600}".repeat(20);
+        let long = "x".repeat(1 << 20);
+        let mut body = String::from(r#"{"@odata.context":"x","value":["#);
+        let mut n = 0;
+        while body.len() < 10 << 20 {
+            if n > 0 {
+                body.push(',');
+            }
+            let client = if n == 7 {
+                long.as_str()
+            } else {
+                nasty.as_str()
+            };
+            body.push_str(&format!(
+                r#"{{"Id":{n},"ClientName":"{client}","Protocol":"HDX","BrokeringDate":"2026-03-02T08:00:00.1234567Z","Session":{{"User":{{"UserName":"{nasty}"}},"Machine":{{"Name":"D\\m\\","DesktopGroup":{{"Name":"{nasty}"}}}}}}}}"#
+            ));
+            n += 1;
+        }
+        body.push_str("]}");
+        let page = decode_page::<Connection>(body.as_bytes()).unwrap();
+        assert_eq!(page.value.len(), n);
+        assert!(page.bad.is_empty());
+        let ctx = Ctx {
+            customer: "C".into(),
+            customer_id: "c".into(),
+            cycle_time: Utc::now(),
+        };
+        let mut points = Vec::new();
+        for r in &page.value {
+            Connections.map(r, &(), &ctx, &mut points).unwrap();
+        }
+        let mut out = Vec::new();
+        let report = crate::lineproto::encode_all(&points, &mut out);
+        assert_eq!(report.encoded, n);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), n, "no raw newline broke a line");
+        assert!(text.len() > 10 << 20);
+    }
+
+    #[test]
     fn spans() {
         let t = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
         let later = t + chrono::Duration::milliseconds(1500);
