@@ -37,6 +37,24 @@ impl TenantFigures {
     }
 }
 
+/// A tenant's client counters since start (429 responses, token fetches, fallback tokens).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiCounts {
+    pub throttled: u64,
+    pub token_fetches: u64,
+    pub token_fallbacks: u64,
+}
+
+impl ApiCounts {
+    pub fn of(client: &MonitorClient) -> ApiCounts {
+        ApiCounts {
+            throttled: client.stats.throttled.load(Ordering::Relaxed),
+            token_fetches: client.tokens.stats.fetches.load(Ordering::Relaxed),
+            token_fallbacks: client.tokens.stats.fallback_uses.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     tenants: BTreeMap<String, TenantFigures>,
@@ -54,8 +72,8 @@ impl Metrics {
         Metrics::default()
     }
 
-    /// Adds one finished cycle of a tenant; `client` gives the cumulative 429 and token counts.
-    pub fn record(&self, s: &TenantSummary, client: &MonitorClient, finished: DateTime<Utc>) {
+    /// Adds one finished cycle of a tenant; `api` holds the client's cumulative counts.
+    pub fn record(&self, s: &TenantSummary, api: ApiCounts, finished: DateTime<Utc>) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
         let f = st.tenants.entry(s.tenant.clone()).or_default();
@@ -79,9 +97,9 @@ impl Metrics {
             }
             dropped += e.dropped;
         }
-        f.throttled = client.stats.throttled.load(Ordering::Relaxed);
-        f.token_fetches = client.tokens.stats.fetches.load(Ordering::Relaxed);
-        f.token_fallbacks = client.tokens.stats.fallback_uses.load(Ordering::Relaxed);
+        f.throttled = api.throttled;
+        f.token_fetches = api.token_fetches;
+        f.token_fallbacks = api.token_fallbacks;
         st.dropped_points += dropped;
     }
 

@@ -129,7 +129,8 @@ impl Harvester {
     /// Records a finished cycle in the self-metrics and writes its `citrix_harvester` point.
     async fn record_cycle(&self, t: &Tenant, summary: &TenantSummary) {
         let now = Utc::now();
-        self.metrics.record(summary, &t.client, now);
+        self.metrics
+            .record(summary, crate::metrics::ApiCounts::of(&t.client), now);
         let Some(p) = self.metrics.point(&t.cfg.name, &self.sink.stats(), now) else {
             return;
         };
