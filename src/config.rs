@@ -4,6 +4,7 @@
 //! file, systemd credential) and kept in [`Secret`]; nothing in this file talks to the network.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ struct RawHarvester {
     allow_inline_secrets: Option<bool>,
     schedule: Option<BTreeMap<String, String>>,
     shutdown_grace: Option<String>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -171,6 +173,8 @@ pub struct HarvesterConfig {
     /// How often each job runs, by schedule key (an entity kind or `summaries_*`); a key not
     /// here runs every `interval`.
     pub schedule: BTreeMap<String, Duration>,
+    /// Address of the `/healthz`, `/readyz` and `/metrics` listener; `None` = no listener.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +254,7 @@ impl Default for HarvesterConfig {
             max_concurrent_requests: 32,
             schedule: default_schedule(),
             shutdown_grace: Duration::from_secs(30),
+            listen: None,
         }
     }
 }
@@ -362,6 +367,15 @@ impl RawConfig {
                 let mut s = d.schedule;
                 s.extend(parse_schedule("harvester.schedule", h.schedule)?);
                 s
+            },
+            listen: match h.listen.as_deref() {
+                None => d.listen,
+                Some(v) => Some(v.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        "harvester.listen",
+                        format!("`{v}` is not an address such as 127.0.0.1:9464: {e}"),
+                    )
+                })?),
             },
         };
         if harvester.interval < Duration::from_secs(1) {
@@ -788,6 +802,18 @@ region = "eu"
     }
 
     #[test]
+    fn listen_is_off_by_default_and_validated() {
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let c = Config::from_toml_str(MINIMAL, &s).unwrap();
+        assert_eq!(c.harvester.listen, None);
+        let on = format!("[harvester]\nlisten = \"127.0.0.1:9464\"\n{MINIMAL}");
+        let c = Config::from_toml_str(&on, &s).unwrap();
+        assert_eq!(c.harvester.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let bad = format!("[harvester]\nlisten = \"localhost\"\n{MINIMAL}");
+        assert_eq!(err_key(Config::from_toml_str(&bad, &s)), "harvester.listen");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let no_secret = env(&[]);
         assert_eq!(
@@ -935,5 +961,6 @@ mod example_file {
         assert_eq!(c.tenants[0].entities, KNOWN_ENTITIES);
         assert_eq!(c.harvester.schedule, default_schedule());
         assert_eq!(c.harvester.shutdown_grace, d.shutdown_grace);
+        assert_eq!(c.harvester.listen, d.listen);
     }
 }

@@ -13,6 +13,8 @@
 //! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.
 //! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
 //! - [`telemetry`]: logging set-up.
+//! - [`metrics`]: self-metrics per tenant, as Prometheus text and `citrix_harvester` points.
+//! - [`health`]: the optional `/healthz`, `/readyz`, `/metrics` listener (`harvester.listen`).
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STOPPING) for `Type=notify`.
 //! - [`demo`]: `citrix-harvester demo`, the simulator harvested once into a file.
 
@@ -21,7 +23,9 @@ pub mod citrix;
 pub mod collect;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod lineproto;
+pub mod metrics;
 pub mod scheduler;
 pub mod secret;
 pub mod sim;

@@ -29,6 +29,11 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("cannot listen on harvester.listen {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What one tenant's cycle did.
@@ -79,6 +84,7 @@ pub struct Harvester {
     checkpoints: Checkpoints,
     settings: LoopSettings,
     jitter: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Harvester {
@@ -108,11 +114,29 @@ impl Harvester {
                 overlap: cfg.harvester.overlap,
             },
             jitter: cfg.harvester.jitter,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
     pub fn sink(&self) -> &Sink {
         &self.sink
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Records a finished cycle in the self-metrics and writes its `citrix_harvester` point.
+    async fn record_cycle(&self, t: &Tenant, summary: &TenantSummary) {
+        let now = Utc::now();
+        self.metrics
+            .record(summary, crate::metrics::ApiCounts::of(&t.client), now);
+        let Some(p) = self.metrics.point(&t.cfg.name, &self.sink.stats(), now) else {
+            return;
+        };
+        if let Err(e) = self.sink.write(&[p]).await {
+            tracing::warn!(tenant = %t.cfg.name, error = %e, "The citrix_harvester point was not written.");
+        }
     }
 
     /// One cycle of one tenant: a token, then the jobs selected by `due` (all for `--once`).
@@ -152,6 +176,7 @@ impl Harvester {
             points = summary.total(|e| e.points_written), rejected = summary.total(|e| e.rejected),
             dropped = summary.total(|e| e.dropped), ok = summary.ok(),
             duration_ms = summary.duration.as_millis() as u64, "Cycle finished.");
+        self.record_cycle(t, &summary).await;
         summary
     }
 
@@ -327,6 +352,20 @@ pub async fn run(
     tracing::info!(tenants = cfg.tenants.len(), sink = %h.sink().describe(), once, "Harvester starting.");
     // Replays what an earlier run (or this one) spooled while the server was away.
     let replay_stop = shutdown.child_token();
+    let listener = match cfg.harvester.listen {
+        Some(addr) => Some(
+            crate::health::start(
+                addr,
+                h.metrics().clone(),
+                h.sink().clone(),
+                cfg.output.buffer_limit,
+                replay_stop.clone(),
+            )
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let replay = h.sink().start_replay(replay_stop.clone());
     let out = if once {
         let summaries = h.run_once(&shutdown).await;
@@ -341,6 +380,9 @@ pub async fn run(
     replay_stop.cancel();
     if let Some(r) = replay {
         let _ = r.await;
+    }
+    if let Some(l) = listener {
+        let _ = l.await;
     }
     Ok(out)
 }

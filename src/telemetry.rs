@@ -1,6 +1,6 @@
 //! Logging set-up: human-readable lines on a terminal, JSON lines for journald/Loki, filtered by
-//! `RUST_LOG` (default `info`). Logs go to stderr so that `--dry-run` can own stdout. Nothing else
-//! belongs here yet; self-metrics and the health endpoint will.
+//! `RUST_LOG` (default `info`). Logs go to stderr so that `--dry-run` can own stdout. Self-metrics
+//! live in `metrics.rs`, the health and metrics listener in `health.rs`.
 
 use tracing_subscriber::EnvFilter;
 

@@ -145,7 +145,15 @@ async fn once_exit_code_and_summary_per_tenant() {
     );
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(written.lines().any(|l| l.starts_with("citrix_logon,")));
-    assert!(!written.contains(&format!("customer_id={}", tenants[1].customer_id)));
+    let bad = format!("customer_id={}", tenants[1].customer_id);
+    // The failing tenant's only line is its own health point, which counts the failure.
+    let bad_lines: Vec<&str> = written.lines().filter(|l| l.contains(&bad)).collect();
+    assert_eq!(bad_lines.len(), 1, "{bad_lines:?}");
+    assert!(
+        bad_lines[0].starts_with("citrix_harvester,"),
+        "{bad_lines:?}"
+    );
+    assert!(bad_lines[0].contains(",errors=1i,"), "{bad_lines:?}");
 }
 
 /// A config file pointing at a running simulator (all tenants), with the given output block.

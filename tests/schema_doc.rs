@@ -136,6 +136,39 @@ fn every_example_line_matches_the_encoder() {
 }
 
 #[test]
+fn self_metrics_example_line_matches_the_encoder() {
+    use citrix_harvester::collect::EntityStats;
+    use citrix_harvester::metrics::{ApiCounts, Metrics};
+    use citrix_harvester::scheduler::TenantSummary;
+    let at = ctx().cycle_time;
+    let summary = TenantSummary {
+        tenant: "Contoso".into(),
+        customer_id: "contoso1".into(),
+        error: None,
+        entities: vec![EntityStats {
+            kind: "connections".into(),
+            records: 1200,
+            points_written: 1200,
+            ..EntityStats::default()
+        }],
+        duration: std::time::Duration::from_millis(4250),
+    };
+    let m = Metrics::new();
+    let api = ApiCounts {
+        throttled: 2,
+        token_fetches: 1,
+        token_fallbacks: 0,
+    };
+    m.record(&summary, api, at);
+    let p = m
+        .point("Contoso", &Default::default(), at)
+        .expect("a point after a cycle");
+    let mut out = Vec::new();
+    encode(&p, &mut out).unwrap();
+    check(String::from_utf8(out).unwrap().trim_end().to_string());
+}
+
+#[test]
 fn every_registered_kind_is_documented() {
     for kind in citrix_harvester::collect::registry::KINDS {
         assert!(

@@ -1,0 +1,307 @@
+//! Self-metrics: the harvester's own figures per tenant (last success, cycle duration, records
+//! and points per entity, errors by kind, 429s, token fetches and fallbacks) and the sink's
+//! global ones (spool bytes, dropped points, dead letters). The scheduler records each cycle
+//! here; this file renders the figures two ways: Prometheus text format for `/metrics` and the
+//! `citrix_harvester` measurement written through the ordinary sink. It owns no I/O: serving
+//! HTTP lives in `health.rs`, writing in the sink.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+
+use crate::citrix::client::MonitorClient;
+use crate::lineproto::Point;
+use crate::scheduler::TenantSummary;
+use crate::sink::SinkStats;
+
+/// Counters of one tenant since the process started.
+#[derive(Debug, Clone, Default)]
+struct TenantFigures {
+    customer_id: String,
+    last_success: Option<i64>,
+    cycle_duration_s: f64,
+    records: BTreeMap<String, u64>,
+    points: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    throttled: u64,
+    token_fetches: u64,
+    token_fallbacks: u64,
+}
+
+impl TenantFigures {
+    fn sum(m: &BTreeMap<String, u64>) -> i64 {
+        m.values().sum::<u64>() as i64
+    }
+}
+
+/// A tenant's client counters since start (429 responses, token fetches, fallback tokens).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiCounts {
+    pub throttled: u64,
+    pub token_fetches: u64,
+    pub token_fallbacks: u64,
+}
+
+impl ApiCounts {
+    pub fn of(client: &MonitorClient) -> ApiCounts {
+        ApiCounts {
+            throttled: client.stats.throttled.load(Ordering::Relaxed),
+            token_fetches: client.tokens.stats.fetches.load(Ordering::Relaxed),
+            token_fallbacks: client.tokens.stats.fallback_uses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<String, TenantFigures>,
+    dropped_points: u64,
+}
+
+/// The self-metrics shared by the scheduler (writer) and the HTTP listener (reader).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Adds one finished cycle of a tenant; `api` holds the client's cumulative counts.
+    pub fn record(&self, s: &TenantSummary, api: ApiCounts, finished: DateTime<Utc>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        let f = st.tenants.entry(s.tenant.clone()).or_default();
+        f.customer_id = s.customer_id.clone();
+        f.cycle_duration_s = s.duration.as_secs_f64();
+        if s.ok() {
+            f.last_success = Some(finished.timestamp());
+        }
+        if s.error.is_some() {
+            *f.errors.entry("token".into()).or_default() += 1;
+        }
+        for e in &s.entities {
+            *f.records.entry(e.kind.clone()).or_default() += e.records;
+            *f.points.entry(e.kind.clone()).or_default() += e.points_written;
+            if e.error.is_some() {
+                let kind = e.error_kind.unwrap_or("other");
+                *f.errors.entry(kind.into()).or_default() += 1;
+            }
+            if e.rejected > 0 {
+                *f.errors.entry("rejected".into()).or_default() += e.rejected;
+            }
+            dropped += e.dropped;
+        }
+        f.throttled = api.throttled;
+        f.token_fetches = api.token_fetches;
+        f.token_fallbacks = api.token_fallbacks;
+        st.dropped_points += dropped;
+    }
+
+    /// The `citrix_harvester` point of one tenant at `at` (seconds precision), or `None` if the
+    /// tenant never finished a cycle.
+    pub fn point(&self, tenant: &str, sink: &SinkStats, at: DateTime<Utc>) -> Option<Point> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = st.tenants.get(tenant)?;
+        Some(
+            Point::new("citrix_harvester", at.timestamp() * 1_000_000_000)
+                .tag("customer", tenant.to_string())
+                .tag("customer_id", f.customer_id.clone())
+                .field_opt("last_success", f.last_success)
+                .field("cycle_duration_s", f.cycle_duration_s)
+                .field("records", TenantFigures::sum(&f.records))
+                .field("points_written", TenantFigures::sum(&f.points))
+                .field("errors", TenantFigures::sum(&f.errors))
+                .field("throttled", f.throttled as i64)
+                .field("token_fetches", f.token_fetches as i64)
+                .field("token_fallbacks", f.token_fallbacks as i64)
+                .field("spool_bytes", sink.spool_bytes as i64),
+        )
+    }
+
+    /// Everything in Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, sink: &SinkStats) -> String {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        let t = &st.tenants;
+        family(
+            &mut out,
+            "last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the tenant's last cycle that delivered everything it read.",
+            t.iter().filter_map(|(n, f)| {
+                let v = f.last_success?;
+                Some((
+                    labels(&[("tenant", n), ("customer_id", &f.customer_id)]),
+                    v as f64,
+                ))
+            }),
+        );
+        family(
+            &mut out,
+            "cycle_duration_seconds",
+            "gauge",
+            "Duration of the tenant's last cycle.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.cycle_duration_s)),
+        );
+        family(
+            &mut out,
+            "records_total",
+            "counter",
+            "Monitor API records read, by tenant and entity kind.",
+            t.iter().flat_map(|(n, f)| {
+                f.records
+                    .iter()
+                    .map(move |(e, v)| (labels(&[("tenant", n), ("entity", e)]), *v as f64))
+            }),
+        );
+        family(
+            &mut out,
+            "points_written_total",
+            "counter",
+            "Points acknowledged by the sink, by tenant and entity kind.",
+            t.iter().flat_map(|(n, f)| {
+                f.points
+                    .iter()
+                    .map(move |(e, v)| (labels(&[("tenant", n), ("entity", e)]), *v as f64))
+            }),
+        );
+        family(
+            &mut out,
+            "errors_total",
+            "counter",
+            "Failed cycles steps and rejected records, by tenant and kind.",
+            t.iter().flat_map(|(n, f)| {
+                f.errors
+                    .iter()
+                    .map(move |(k, v)| (labels(&[("tenant", n), ("kind", k)]), *v as f64))
+            }),
+        );
+        family(
+            &mut out,
+            "throttled_total",
+            "counter",
+            "Monitor API responses with status 429.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.throttled as f64)),
+        );
+        family(
+            &mut out,
+            "token_fetches_total",
+            "counter",
+            "Token requests to Citrix Cloud.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.token_fetches as f64)),
+        );
+        family(
+            &mut out,
+            "token_fallback_total",
+            "counter",
+            "Tokens obtained from the fallback endpoint.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.token_fallbacks as f64)),
+        );
+        family(
+            &mut out,
+            "spool_bytes",
+            "gauge",
+            "Bytes waiting in the on-disk spool.",
+            [(String::new(), sink.spool_bytes as f64)].into_iter(),
+        );
+        family(
+            &mut out,
+            "dropped_points_total",
+            "counter",
+            "Points given up on (not written, not spooled).",
+            [(String::new(), st.dropped_points as f64)].into_iter(),
+        );
+        family(
+            &mut out,
+            "dead_letters_total",
+            "counter",
+            "Lines refused for good by the encoder or the server.",
+            [(String::new(), sink.dead_letters as f64)].into_iter(),
+        );
+        out
+    }
+}
+
+const PREFIX: &str = "citrix_harvester_";
+
+/// Writes one metric family: `# HELP`, `# TYPE`, then one sample per label set.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Iterator<Item = (String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");
+    let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
+    for (l, v) in samples {
+        let _ = writeln!(out, "{PREFIX}{name}{l} {v}");
+    }
+}
+
+/// `{a="x",b="y"}`, or nothing for no labels.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// A label value per the text exposition format: `\` → `\\`, `"` → `\"`, newline → `\n`.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
+        assert_eq!(escape_label("Contoso, Ltd. = ok"), "Contoso, Ltd. = ok");
+        assert_eq!(
+            labels(&[("tenant", "A \"B\""), ("entity", "x")]),
+            r#"{tenant="A \"B\"",entity="x"}"#
+        );
+        assert_eq!(labels(&[]), "");
+    }
+
+    #[test]
+    fn families_have_help_and_type_before_samples() {
+        let m = Metrics::new();
+        let text = m.render(&SinkStats {
+            spool_bytes: 7,
+            ..SinkStats::default()
+        });
+        assert!(text.contains(
+            "# HELP citrix_harvester_spool_bytes Bytes waiting in the on-disk spool.\n\
+             # TYPE citrix_harvester_spool_bytes gauge\ncitrix_harvester_spool_bytes 7\n"
+        ));
+        assert!(text.contains("# TYPE citrix_harvester_dropped_points_total counter\n"));
+    }
+}
