@@ -4,7 +4,7 @@
 //! SummaryDate.
 
 use super::summary::SummaryKind;
-use super::{MACHINE_EXPAND, avg, machine_names};
+use super::{MACHINE_EXPAND, avg, machine_or_id};
 use crate::citrix::model::LoadIndexSummary;
 use crate::lineproto::Point;
 
@@ -41,12 +41,7 @@ impl SummaryKind for LoadIndexSummaries {
     }
 
     fn point(&self, r: &LoadIndexSummary, base: Point) -> Point {
-        let (dg, machine) = machine_names(r.machine.as_ref());
-        let machine = if machine.is_empty() {
-            r.machine_id.clone().unwrap_or_default()
-        } else {
-            machine
-        };
+        let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         let n = r.sum_count;
         base.tag("delivery_group", dg)
             .tag("machine", machine)

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_names,
+    Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_or_id,
     record_timestamp_ns, tenant_point,
 };
 use crate::citrix::model::LoadIndexRow;
@@ -76,12 +76,7 @@ impl Collector for LoadIndexes {
         let at = r
             .created_date
             .ok_or_else(|| MapError(format!("load index {id} has no CreatedDate")))?;
-        let (dg, machine) = machine_names(r.machine.as_ref());
-        let machine = if machine.is_empty() {
-            r.machine_id.clone().unwrap_or_default()
-        } else {
-            machine
-        };
+        let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         out.push(
             tenant_point(MEASUREMENT, record_timestamp_ns(at, id), ctx)
                 .tag("delivery_group", dg)

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Collector, Ctx, MACHINE_EXPAND, MapError, exact_ns, incremental_query, machine_names,
+    Collector, Ctx, MACHINE_EXPAND, MapError, exact_ns, incremental_query, machine_or_id,
     tenant_point,
 };
 use crate::citrix::model::MachineMetric as Row;
@@ -60,12 +60,7 @@ impl Collector for MachineMetric {
         let at = r
             .collected_date
             .ok_or_else(|| MapError("sample without CollectedDate".into()))?;
-        let (dg, machine) = machine_names(r.machine.as_ref());
-        let machine = if machine.is_empty() {
-            r.machine_id.clone().unwrap_or_default()
-        } else {
-            machine
-        };
+        let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         if machine.is_empty() {
             return Err(MapError("sample without MachineId".into()));
         }

@@ -483,6 +483,21 @@ pub fn machine_names(m: Option<&crate::citrix::model::Machine>) -> (String, Stri
     (dg, name)
 }
 
+/// Delivery group and machine tag of a row that has a `MachineId` and may have an expanded
+/// machine: the machine's name, else its Id (a machine deleted and groomed has no name left).
+pub fn machine_or_id(
+    m: Option<&crate::citrix::model::Machine>,
+    machine_id: Option<&str>,
+) -> (String, String) {
+    let (dg, name) = machine_names(m);
+    let name = if name.is_empty() {
+        machine_id.unwrap_or_default().to_string()
+    } else {
+        name
+    };
+    (dg, name)
+}
+
 /// A query filtering `field ge since` (when given) plus an optional extra condition, ordered by
 /// the watermark field then `order_key` so paging is stable.
 pub fn incremental_query(

@@ -4,7 +4,7 @@
 //! re-reading the last few intervals. Timestamp: SummaryDate.
 
 use super::summary::SummaryKind;
-use super::{MACHINE_EXPAND, machine_names};
+use super::{MACHINE_EXPAND, machine_or_id};
 use crate::citrix::model::ResourceUtilizationSummary as Row;
 use crate::lineproto::Point;
 
@@ -41,12 +41,7 @@ impl SummaryKind for ResourceUtilizationSummaries {
     }
 
     fn point(&self, r: &Row, base: Point) -> Point {
-        let (dg, machine) = machine_names(r.machine.as_ref());
-        let machine = if machine.is_empty() {
-            r.machine_id.clone().unwrap_or_default()
-        } else {
-            machine
-        };
+        let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         base.tag("delivery_group", dg)
             .tag("machine", machine)
             .field_opt("cpu_avg_pct", r.avg_percent_cpu)
