@@ -79,6 +79,7 @@ struct RawHarvester {
     schedule: Option<BTreeMap<String, String>>,
     shutdown_grace: Option<String>,
     listen: Option<String>,
+    unhealthy_after: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,6 +176,8 @@ pub struct HarvesterConfig {
     pub schedule: BTreeMap<String, Duration>,
     /// Address of the `/healthz`, `/readyz` and `/metrics` listener; `None` = no listener.
     pub listen: Option<SocketAddr>,
+    /// A tenant whose cycles failed this many times in a row is reported unhealthy.
+    pub unhealthy_after: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +258,7 @@ impl Default for HarvesterConfig {
             schedule: default_schedule(),
             shutdown_grace: Duration::from_secs(30),
             listen: None,
+            unhealthy_after: 3,
         }
     }
 }
@@ -377,6 +381,7 @@ impl RawConfig {
                     )
                 })?),
             },
+            unhealthy_after: h.unhealthy_after.unwrap_or(d.unhealthy_after),
         };
         if harvester.interval < Duration::from_secs(1) {
             return Err(invalid("harvester.interval", "must be at least 1s"));
@@ -389,6 +394,9 @@ impl RawConfig {
         }
         if harvester.max_concurrent_requests == 0 {
             return Err(invalid("harvester.max_concurrent_requests", "must be >= 1"));
+        }
+        if harvester.unhealthy_after == 0 {
+            return Err(invalid("harvester.unhealthy_after", "must be >= 1"));
         }
         let allow_inline = h.allow_inline_secrets.unwrap_or(false);
 
@@ -962,5 +970,6 @@ mod example_file {
         assert_eq!(c.harvester.schedule, default_schedule());
         assert_eq!(c.harvester.shutdown_grace, d.shutdown_grace);
         assert_eq!(c.harvester.listen, d.listen);
+        assert_eq!(c.harvester.unhealthy_after, d.unhealthy_after);
     }
 }

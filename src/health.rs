@@ -1,5 +1,6 @@
 //! The optional HTTP listener (`harvester.listen`): `/healthz` (the process runs), `/readyz`
-//! (config loaded and the sink can take points: reachable, or spooling with room left) and
+//! (config loaded and the sink can take points: reachable, or spooling with room left; tenants
+//! reported unhealthy are listed in the answer without failing it) and
 //! `/metrics` (Prometheus text from [`Metrics`]). It only serves what others record; it never
 //! changes the harvester's state. Off unless configured; it has no authentication, so keep it
 //! on loopback or a firewalled interface.
@@ -65,7 +66,16 @@ async fn readyz(State(c): State<Ctx>) -> impl IntoResponse {
             ),
         )
     } else {
-        (StatusCode::OK, "ready\n".to_string())
+        // One tenant failing is not the process failing: a restart would not help it and would
+        // stop the others, so readiness stays 200 and only names the unhealthy tenants.
+        let mut body = "ready\n".to_string();
+        for u in c.metrics.unhealthy() {
+            body.push_str(&format!(
+                "unhealthy tenant {}: {} failed runs in a row; last error: {}\n",
+                u.tenant, u.consecutive_failures, u.last_error
+            ));
+        }
+        (StatusCode::OK, body)
     }
 }
 

@@ -29,6 +29,12 @@ struct TenantFigures {
     throttled: u64,
     token_fetches: u64,
     token_fallbacks: u64,
+    /// Failed runs in a row, per job (`token` for the token every job needs).
+    job_failures: BTreeMap<String, u32>,
+    /// The worst job's count: failed runs in a row (no token, or that job failed).
+    consecutive_failures: u32,
+    /// Why the last failed cycle failed.
+    last_error: Option<String>,
 }
 
 impl TenantFigures {
@@ -61,22 +67,80 @@ struct State {
     dropped_points: u64,
 }
 
+/// A tenant crossing the `unhealthy_after` line, in either direction; the scheduler logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthChange {
+    /// This cycle was the `failures`-th failed one in a row, reaching the threshold.
+    BecameUnhealthy { failures: u32, error: String },
+    /// A good cycle after the tenant had been reported unhealthy.
+    Recovered { after_failures: u32 },
+}
+
+/// A tenant currently reported unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    pub tenant: String,
+    pub consecutive_failures: u32,
+    pub last_error: String,
+}
+
 /// The self-metrics shared by the scheduler (writer) and the HTTP listener (reader).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     state: Mutex<State>,
+    unhealthy_after: u32,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
+    /// Figures that report a tenant unhealthy after 3 failed cycles in a row (the default of
+    /// `harvester.unhealthy_after`).
     pub fn new() -> Metrics {
-        Metrics::default()
+        Metrics::with_unhealthy_after(3)
+    }
+
+    pub fn with_unhealthy_after(unhealthy_after: u32) -> Metrics {
+        Metrics {
+            state: Mutex::default(),
+            unhealthy_after: unhealthy_after.max(1),
+        }
+    }
+
+    fn is_unhealthy(&self, f: &TenantFigures) -> bool {
+        f.consecutive_failures >= self.unhealthy_after
+    }
+
+    /// The tenants reported unhealthy now, by name.
+    pub fn unhealthy(&self) -> Vec<Unhealthy> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.tenants
+            .iter()
+            .filter(|(_, f)| self.is_unhealthy(f))
+            .map(|(n, f)| Unhealthy {
+                tenant: n.clone(),
+                consecutive_failures: f.consecutive_failures,
+                last_error: f.last_error.clone().unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Adds one finished cycle of a tenant; `api` holds the client's cumulative counts.
-    pub fn record(&self, s: &TenantSummary, api: ApiCounts, finished: DateTime<Utc>) {
+    /// Returns the tenant's health change, if this cycle made one.
+    pub fn record(
+        &self,
+        s: &TenantSummary,
+        api: ApiCounts,
+        finished: DateTime<Utc>,
+    ) -> Option<HealthChange> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
         let f = st.tenants.entry(s.tenant.clone()).or_default();
+        let change = update_health(f, s, self.unhealthy_after);
         f.customer_id = s.customer_id.clone();
         f.cycle_duration_s = s.duration.as_secs_f64();
         if s.ok() {
@@ -101,6 +165,7 @@ impl Metrics {
         f.token_fetches = api.token_fetches;
         f.token_fallbacks = api.token_fallbacks;
         st.dropped_points += dropped;
+        change
     }
 
     /// The `citrix_harvester` point of one tenant at `at` (seconds precision), or `None` if the
@@ -120,6 +185,8 @@ impl Metrics {
                 .field("throttled", f.throttled as i64)
                 .field("token_fetches", f.token_fetches as i64)
                 .field("token_fallbacks", f.token_fallbacks as i64)
+                .field("consecutive_failures", i64::from(f.consecutive_failures))
+                .field("healthy", i64::from(!self.is_unhealthy(f)))
                 .field("spool_bytes", sink.spool_bytes as i64),
         )
     }
@@ -149,6 +216,24 @@ impl Metrics {
             "Duration of the tenant's last cycle.",
             t.iter()
                 .map(|(n, f)| (labels(&[("tenant", n)]), f.cycle_duration_s)),
+        );
+        family(
+            &mut out,
+            "tenant_healthy",
+            "gauge",
+            "0 when a job of the tenant (or its token) failed harvester.unhealthy_after runs in a row.",
+            t.iter().map(|(n, f)| {
+                let up = if self.is_unhealthy(f) { 0.0 } else { 1.0 };
+                (labels(&[("tenant", n)]), up)
+            }),
+        );
+        family(
+            &mut out,
+            "consecutive_failed_cycles",
+            "gauge",
+            "Failed runs in a row of the tenant's worst job (the token counts as a job).",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f64::from(f.consecutive_failures))),
         );
         family(
             &mut out,
@@ -232,6 +317,50 @@ impl Metrics {
     }
 }
 
+/// Counts failures per job (and for the token, which every job needs): a job that failed again
+/// adds one, a job that ran cleanly clears its count, a job that did not run this cycle (not
+/// due, or cut short by shutdown) keeps it. The tenant's figure is its worst job's count, so a
+/// job failing every run makes the tenant unhealthy even while its other jobs succeed.
+fn update_health(f: &mut TenantFigures, s: &TenantSummary, threshold: u32) -> Option<HealthChange> {
+    let before = f.consecutive_failures;
+    let mut bump = |job: &str, error: Option<String>| match error {
+        Some(e) => {
+            let n = f.job_failures.entry(job.to_string()).or_default();
+            *n = n.saturating_add(1);
+            f.last_error = Some(e);
+        }
+        None => {
+            f.job_failures.remove(job);
+        }
+    };
+    match &s.error {
+        Some(e) => bump("token", Some(format!("token: {e}"))),
+        None => bump("token", None),
+    }
+    for e in &s.entities {
+        match &e.error {
+            Some(m) => bump(&e.kind, Some(format!("{}: {m}", e.kind))),
+            None if e.interrupted => {}
+            None => bump(&e.kind, None),
+        }
+    }
+    f.consecutive_failures = f.job_failures.values().copied().max().unwrap_or(0);
+    if f.consecutive_failures == 0 {
+        f.last_error = None;
+    }
+    let (was, is) = (before >= threshold, f.consecutive_failures >= threshold);
+    match (was, is) {
+        (false, true) => Some(HealthChange::BecameUnhealthy {
+            failures: f.consecutive_failures,
+            error: f.last_error.clone().unwrap_or_default(),
+        }),
+        (true, false) => Some(HealthChange::Recovered {
+            after_failures: before,
+        }),
+        _ => None,
+    }
+}
+
 const PREFIX: &str = "citrix_harvester_";
 
 /// Writes one metric family: `# HELP`, `# TYPE`, then one sample per label set.
@@ -303,5 +432,96 @@ mod tests {
              # TYPE citrix_harvester_spool_bytes gauge\ncitrix_harvester_spool_bytes 7\n"
         ));
         assert!(text.contains("# TYPE citrix_harvester_dropped_points_total counter\n"));
+    }
+
+    fn summary(token_error: bool, jobs: &[(&str, Option<&str>)]) -> TenantSummary {
+        TenantSummary {
+            tenant: "Contoso".into(),
+            customer_id: "c1".into(),
+            error: token_error.then(|| "regional and fallback token hosts failed".to_string()),
+            entities: jobs
+                .iter()
+                .map(|(k, e)| crate::collect::EntityStats {
+                    kind: k.to_string(),
+                    error: e.map(str::to_string),
+                    ..Default::default()
+                })
+                .collect(),
+            duration: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn healthy_field(m: &Metrics) -> String {
+        let p = m
+            .point("Contoso", &SinkStats::default(), Utc::now())
+            .unwrap();
+        let mut out = Vec::new();
+        crate::lineproto::encode(&p, &mut out).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        let at = line.find("healthy=").unwrap();
+        line[at..].split([',', ' ']).next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_tenant_failing_n_times_in_a_row_is_unhealthy_until_a_good_run() {
+        let m = Metrics::with_unhealthy_after(3);
+        let now = Utc::now();
+        let api = ApiCounts::default();
+        assert_eq!(m.record(&summary(true, &[]), api, now), None);
+        assert_eq!(m.record(&summary(true, &[]), api, now), None);
+        assert!(m.unhealthy().is_empty());
+        assert_eq!(healthy_field(&m), "healthy=1i");
+        let third = m.record(&summary(true, &[]), api, now);
+        assert!(
+            matches!(&third, Some(HealthChange::BecameUnhealthy { failures: 3, error }) if error.starts_with("token: ")),
+            "{third:?}"
+        );
+        let u = m.unhealthy();
+        assert_eq!(u.len(), 1);
+        assert_eq!(
+            (u[0].tenant.as_str(), u[0].consecutive_failures),
+            ("Contoso", 3)
+        );
+        assert_eq!(healthy_field(&m), "healthy=0i");
+        let text = m.render(&SinkStats::default());
+        assert!(text.contains("citrix_harvester_tenant_healthy{tenant=\"Contoso\"} 0\n"));
+        assert!(
+            text.contains("citrix_harvester_consecutive_failed_cycles{tenant=\"Contoso\"} 3\n")
+        );
+        // Still failing: no second report.
+        assert_eq!(m.record(&summary(true, &[]), api, now), None);
+        let back = m.record(&summary(false, &[("connections", None)]), api, now);
+        assert_eq!(back, Some(HealthChange::Recovered { after_failures: 4 }));
+        assert!(m.unhealthy().is_empty());
+        assert_eq!(healthy_field(&m), "healthy=1i");
+    }
+
+    #[test]
+    fn one_job_failing_every_run_makes_the_tenant_unhealthy_while_others_succeed() {
+        let m = Metrics::with_unhealthy_after(2);
+        let (now, api) = (Utc::now(), ApiCounts::default());
+        let bad = summary(
+            false,
+            &[("machines", None), ("connections", Some("HTTP 500"))],
+        );
+        let machines_only = summary(false, &[("machines", None)]);
+        assert_eq!(m.record(&bad, api, now), None);
+        // A cycle where only the other job was due neither counts nor clears the failing job.
+        assert_eq!(m.record(&machines_only, api, now), None);
+        assert!(matches!(
+            m.record(&bad, api, now),
+            Some(HealthChange::BecameUnhealthy { failures: 2, .. })
+        ));
+        assert_eq!(m.unhealthy()[0].last_error, "connections: HTTP 500");
+        // Shutdown cutting the failing job short says nothing about it.
+        let mut cut = summary(false, &[("connections", None)]);
+        cut.entities[0].interrupted = true;
+        assert_eq!(m.record(&cut, api, now), None);
+        assert_eq!(m.unhealthy().len(), 1);
+        let good = summary(false, &[("connections", None)]);
+        assert!(matches!(
+            m.record(&good, api, now),
+            Some(HealthChange::Recovered { after_failures: 2 })
+        ));
     }
 }

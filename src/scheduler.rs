@@ -114,7 +114,9 @@ impl Harvester {
                 overlap: cfg.harvester.overlap,
             },
             jitter: cfg.harvester.jitter,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: Arc::new(crate::metrics::Metrics::with_unhealthy_after(
+                cfg.harvester.unhealthy_after,
+            )),
         })
     }
 
@@ -129,8 +131,20 @@ impl Harvester {
     /// Records a finished cycle in the self-metrics and writes its `citrix_harvester` point.
     async fn record_cycle(&self, t: &Tenant, summary: &TenantSummary) {
         let now = Utc::now();
-        self.metrics
+        let change = self
+            .metrics
             .record(summary, crate::metrics::ApiCounts::of(&t.client), now);
+        match change {
+            Some(crate::metrics::HealthChange::BecameUnhealthy { failures, error }) => {
+                tracing::error!(tenant = %t.cfg.name, consecutive_failures = failures, last_error = %error,
+                    "Tenant is unhealthy: it keeps failing and its data is not being harvested; \
+                     Citrix grooms what is not read in time. Check its credentials and the Monitor API.");
+            }
+            Some(crate::metrics::HealthChange::Recovered { after_failures }) => {
+                tracing::info!(tenant = %t.cfg.name, after_failures, "Tenant is healthy again.");
+            }
+            None => {}
+        }
         let Some(p) = self.metrics.point(&t.cfg.name, &self.sink.stats(), now) else {
             return;
         };

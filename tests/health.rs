@@ -191,3 +191,171 @@ async fn healthz_readyz_metrics_and_points() {
         assert!(records >= conns, "{line}");
     }
 }
+
+/// A tenant whose token hosts keep failing is reported unhealthy after
+/// `harvester.unhealthy_after` failed runs (in `/readyz`'s answer, `/metrics` and the
+/// `citrix_harvester` points) while the other tenant goes on being harvested, and is reported
+/// healthy again after its first good run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_that_keeps_failing_is_reported_unhealthy_and_recovers() {
+    use citrix_harvester::sim::{Faults, TokenFault};
+    let sim = Simulator::new(SimOptions {
+        tenants: 2,
+        seed: 12,
+        now: minute_now(),
+        history: chrono::Duration::hours(2),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .unwrap();
+    let tenants = sim.tenants();
+    let (good, bad) = (&tenants[0], &tenants[1]);
+    let down = Faults {
+        regional_token: Some(TokenFault::BadGateway),
+        fallback_token: Some(TokenFault::BadGateway),
+        ..Faults::default()
+    };
+    sim.set_faults(&bad.customer_id, down);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("points.lp");
+    let output = SinkConfig::new(SinkKind::File { path: out.clone() });
+    let mut cfg = config_for_simulator(
+        &sim,
+        output,
+        dir.path().join("state"),
+        Duration::from_secs(3 * 3600),
+    );
+    let addr = free_port();
+    cfg.harvester.listen = Some(addr);
+    // Every run of the one job is a cycle; failures retry after min(30 s, interval) = 1 s.
+    cfg.harvester.interval = Duration::from_secs(1);
+    cfg.harvester.schedule.clear();
+    cfg.harvester.unhealthy_after = 3;
+    cfg.citrix.token_timeout = Duration::from_secs(2);
+    for t in &mut cfg.tenants {
+        t.entities = vec!["machines".to_string()];
+    }
+    let stop = CancellationToken::new();
+    let task = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        tokio::spawn(async move { run(&cfg, false, stop).await })
+    };
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}");
+    let get = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}{path}")).send().await.ok()?;
+            let status = r.status().as_u16();
+            Some((status, r.text().await.ok()?))
+        }
+    };
+    let wait_for = |what: &'static str, path: &'static str, want: Box<dyn Fn(&str) -> bool>| {
+        let get = get.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                if let Some((status, text)) = get(path).await {
+                    if want(&text) {
+                        return (status, text);
+                    }
+                }
+                assert!(tokio::time::Instant::now() < deadline, "never saw {what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let healthy = |name: &str, v: u8| {
+        format!(
+            "citrix_harvester_tenant_healthy{{tenant=\"{}\"}} {v}\n",
+            escape_label(name)
+        )
+    };
+
+    let bad_line = format!("unhealthy tenant {}: ", bad.name);
+    let (status, ready) = wait_for(
+        "the bad tenant in /readyz",
+        "/readyz",
+        Box::new({
+            let l = bad_line.clone();
+            move |t| t.contains(&l)
+        }),
+    )
+    .await;
+    // One tenant failing does not make the process unready.
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.starts_with("ready\n"), "{ready}");
+    let line = ready.lines().find(|l| l.starts_with(&bad_line)).unwrap();
+    let runs: u32 = line[bad_line.len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(runs >= 3, "{line}");
+    assert!(
+        line.contains(" failed runs in a row; last error: token: "),
+        "{line}"
+    );
+    assert!(
+        !ready.contains(&format!("tenant {}:", good.name)),
+        "{ready}"
+    );
+    let (_, metrics) = get("/metrics").await.unwrap();
+    assert!(metrics.contains(&healthy(&bad.name, 0)), "{metrics}");
+    assert!(metrics.contains(&healthy(&good.name, 1)), "{metrics}");
+
+    // The good tenant kept its rhythm meanwhile: a cycle every second, not held up.
+    let own = |cid: &str| -> Vec<String> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("citrix_harvester,") && l.contains(&format!("customer_id={cid} "))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let good_points = own(&good.customer_id);
+    assert!(good_points.len() >= 2, "{good_points:?}");
+    assert!(good_points.iter().all(|l| l.contains("healthy=1i")));
+    assert!(
+        own(&bad.customer_id)
+            .iter()
+            .any(|l| l.contains("healthy=0i") && l.contains("consecutive_failures=3i")),
+        "{:?}",
+        own(&bad.customer_id)
+    );
+
+    // Its token hosts come back: the next good run reports it healthy again.
+    sim.set_faults(&bad.customer_id, Faults::default());
+    let (_, metrics) = wait_for(
+        "the bad tenant healthy again",
+        "/metrics",
+        Box::new({
+            let l = healthy(&bad.name, 1);
+            move |t| t.contains(&l)
+        }),
+    )
+    .await;
+    assert!(metrics.contains(&format!(
+        "citrix_harvester_consecutive_failed_cycles{{tenant=\"{}\"}} 0\n",
+        escape_label(&bad.name)
+    )));
+    let (status, ready) = get("/readyz").await.unwrap();
+    assert_eq!((status, ready.as_str()), (200, "ready\n"));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    // Machines of both tenants are there: the bad one caught up after its recovery.
+    let lp = std::fs::read_to_string(&out).unwrap();
+    for t in [good, bad] {
+        assert!(
+            lp.lines().any(|l| l.starts_with("citrix_machine,")
+                && l.contains(&format!("customer_id={}", t.customer_id))),
+            "no machines of {}",
+            t.name
+        );
+    }
+}
