@@ -253,7 +253,6 @@ async fn a_tenant_that_keeps_failing_is_reported_unhealthy_and_recovers() {
         }
     };
     let wait_for = |what: &'static str, path: &'static str, want: Box<dyn Fn(&str) -> bool>| {
-        let get = get.clone();
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
             loop {
