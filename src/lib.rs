@@ -11,6 +11,7 @@
 //! - [`sink`]: writers for InfluxDB v2 API, v1 API, a file and stdout; batching and retry.
 //! - [`checkpoint`]: per tenant and entity watermarks, written atomically.
 //! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.
+//! - [`backfill`]: `--once --since`: a past range in windows, resumable, with progress.
 //! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
 //! - [`telemetry`]: logging set-up.
 //! - [`metrics`]: self-metrics per tenant, as Prometheus text and `citrix_harvester` points.
@@ -18,6 +19,7 @@
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STOPPING) for `Type=notify`.
 //! - [`demo`]: `citrix-harvester demo`, the simulator harvested once into a file.
 
+pub mod backfill;
 pub mod checkpoint;
 pub mod citrix;
 pub mod collect;

@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use citrix_harvester::backfill::{
+    self, BackfillOptions, ProgressStyle, parse_instant, parse_since,
+};
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::{DemoOptions, run_demo};
 use citrix_harvester::scheduler::{format_summary, run, spooled_bytes};
@@ -37,6 +40,8 @@ struct Cli {
     /// Write line protocol to stdout instead of the configured output.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    backfill: BackfillArgs,
     /// Log format: text for terminals, json for journald/Loki.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -52,6 +57,8 @@ enum Command {
         once: bool,
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        backfill: BackfillArgs,
     },
     /// Serve the Citrix Monitor API simulator (token hosts + OData) until Ctrl-C.
     Simulate {
@@ -84,6 +91,51 @@ enum Command {
     },
 }
 
+/// Backfill: with `--once --since`, read a past range instead of one live cycle.
+#[derive(clap::Args, Clone, Default)]
+struct BackfillArgs {
+    /// Backfill from this date (2026-10-01), time (2026-10-01T08:00:00Z) or duration ago (14d).
+    /// Needs --once. Resumes where an interrupted backfill with the same --since stopped.
+    #[arg(long, requires = "once")]
+    since: Option<String>,
+    /// End of the backfill range (exclusive; date, time or duration ago). Default: now.
+    #[arg(long, requires = "since")]
+    until: Option<String>,
+    /// Backfill only this tenant (by name; repeat for several). Default: every tenant.
+    #[arg(long = "tenant", requires = "since", value_name = "NAME")]
+    tenants: Vec<String>,
+    /// Backfill only this entity kind (connections, logon_summaries, ...; repeat for several).
+    #[arg(long = "entity", requires = "since", value_name = "KIND")]
+    entities: Vec<String>,
+    /// Length of one backfill window (each is a query per job, saved when delivered).
+    #[arg(long, default_value = "1d", requires = "since")]
+    window: String,
+}
+
+impl BackfillArgs {
+    fn options(&self) -> anyhow::Result<Option<BackfillOptions>> {
+        let Some(since) = &self.since else {
+            return Ok(None);
+        };
+        let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
+        let window = citrix_harvester::config::parse_duration(&self.window)
+            .map_err(|e| anyhow::anyhow!("--window {e}"))?;
+        let since = parse_since(since, now, window).map_err(|e| anyhow::anyhow!("--since {e}"))?;
+        let until = match &self.until {
+            Some(u) => parse_instant(u, now).map_err(|e| anyhow::anyhow!("--until {e}"))?,
+            None => now,
+        };
+        Ok(Some(BackfillOptions {
+            since,
+            until,
+            window,
+            tenants: self.tenants.clone(),
+            entities: self.entities.clone(),
+            progress: ProgressStyle::detect(),
+        }))
+    }
+}
+
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -113,7 +165,13 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-async fn harvest(cli_config: PathBuf, once: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn harvest(
+    cli_config: PathBuf,
+    once: bool,
+    dry_run: bool,
+    backfill: BackfillArgs,
+) -> anyhow::Result<ExitCode> {
+    let backfill = backfill.options()?;
     let mut cfg = Config::load(&cli_config)
         .with_context(|| format!("configuration {}", cli_config.display()))?;
     if dry_run {
@@ -131,8 +189,14 @@ async fn harvest(cli_config: PathBuf, once: bool, dry_run: bool) -> anyhow::Resu
             tokio::time::sleep(grace).await;
         }
     };
+    let work = async {
+        match &backfill {
+            Some(opts) => Ok::<_, anyhow::Error>(backfill::run(&cfg, opts, shutdown).await?),
+            None => Ok(run(&cfg, once, shutdown).await?),
+        }
+    };
     let summaries = tokio::select! {
-        r = run(&cfg, once, shutdown) => r?,
+        r = work => r?,
         _ = overdue => {
             // Nothing is lost: watermarks only move after acknowledgement, so the pages being
             // fetched are read again at the next start.
@@ -195,9 +259,24 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        None => harvest(cli.config, cli.once, cli.dry_run).await,
-        Some(Command::Run { once, dry_run }) => {
-            harvest(cli.config, once || cli.once, dry_run || cli.dry_run).await
+        None => harvest(cli.config, cli.once, cli.dry_run, cli.backfill).await,
+        Some(Command::Run {
+            once,
+            dry_run,
+            backfill,
+        }) => {
+            let backfill = if backfill.since.is_some() {
+                backfill
+            } else {
+                cli.backfill
+            };
+            harvest(
+                cli.config,
+                once || cli.once,
+                dry_run || cli.dry_run,
+                backfill,
+            )
+            .await
         }
         Some(Command::Simulate {
             listen,

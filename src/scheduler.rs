@@ -67,22 +67,22 @@ impl TenantSummary {
 }
 
 /// A job and how often it runs for this tenant.
-struct Scheduled {
-    job: Box<dyn Job>,
+pub(crate) struct Scheduled {
+    pub(crate) job: Box<dyn Job>,
     interval: Duration,
 }
 
-struct Tenant {
-    cfg: TenantConfig,
-    client: MonitorClient,
-    jobs: Vec<Scheduled>,
+pub(crate) struct Tenant {
+    pub(crate) cfg: TenantConfig,
+    pub(crate) client: MonitorClient,
+    pub(crate) jobs: Vec<Scheduled>,
 }
 
 pub struct Harvester {
-    tenants: Vec<Tenant>,
+    pub(crate) tenants: Vec<Tenant>,
     sink: Sink,
-    checkpoints: Checkpoints,
-    settings: LoopSettings,
+    pub(crate) checkpoints: Checkpoints,
+    pub(crate) settings: LoopSettings,
     jitter: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -177,6 +177,7 @@ impl Harvester {
                 sink: &self.sink,
                 checkpoints: &self.checkpoints,
                 settings: &self.settings,
+                window: None,
             };
             for (s, _) in t.jobs.iter().zip(due).filter(|(_, d)| **d) {
                 if cancel.is_cancelled() {
@@ -402,7 +403,7 @@ pub async fn run(
 }
 
 /// `--once`: gives the replay a chance to deliver the spool before exiting.
-async fn drain_spool(sink: &Sink, wait: Duration, cancel: &CancellationToken) {
+pub(crate) async fn drain_spool(sink: &Sink, wait: Duration, cancel: &CancellationToken) {
     let deadline = Instant::now() + wait;
     while sink.stats().spool_bytes > 0 && Instant::now() < deadline && !cancel.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -53,12 +53,22 @@ pub struct Ctx {
 pub struct MapError(pub String);
 
 /// What a collector needs from the harvester: the tenant's client, the shared sink, the
-/// checkpoint store and the loop settings.
+/// checkpoint store, the loop settings and, for a backfill, the window to read.
 pub struct Env<'a> {
     pub client: &'a MonitorClient,
     pub sink: &'a Sink,
     pub checkpoints: &'a Checkpoints,
     pub settings: &'a LoopSettings,
+    /// `Some` for a backfill: read exactly `[from, until)` of the watermark field and leave the
+    /// live watermark alone (the backfill keeps its own progress).
+    pub window: Option<Window>,
+}
+
+/// A backfill window: rows whose watermark field is in `[from, until)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 pub trait Collector: Send + Sync {
@@ -105,6 +115,8 @@ pub trait Collector: Send + Sync {
 /// A collector with its record type erased, so a tenant can hold a list of jobs.
 pub trait Job: Send + Sync {
     fn name(&self) -> String;
+    /// The field incremental jobs filter on; `None` for snapshots (which cannot be backfilled).
+    fn watermark_field(&self) -> Option<&'static str>;
     fn run<'a>(
         &'a self,
         env: &'a Env<'a>,
@@ -116,6 +128,10 @@ pub trait Job: Send + Sync {
 impl<C: Collector> Job for C {
     fn name(&self) -> String {
         Collector::name(self)
+    }
+
+    fn watermark_field(&self) -> Option<&'static str> {
+        Collector::watermark_field(self)
     }
 
     fn run<'a>(
@@ -221,6 +237,7 @@ async fn walk<C: Collector>(
     let client = env.client;
     let since = match c.watermark_field() {
         None => None,
+        Some(_) if env.window.is_some() => env.window.map(|w| w.from),
         Some(_) => {
             let saved = env
                 .checkpoints
@@ -240,7 +257,18 @@ async fn walk<C: Collector>(
         .prepare(client)
         .await
         .map_err(|e| (e.kind.label(), e.to_string()))?;
-    let first = c.query(since).url(client.base_url());
+    let mut query = c.query(since);
+    if let (Some(w), Some(field)) = (env.window, c.watermark_field()) {
+        let upper = format!(
+            "{field} lt {}",
+            crate::citrix::odata::datetime_literal(w.until)
+        );
+        query.filter = Some(match query.filter.take() {
+            Some(f) => format!("{f} and {upper}"),
+            None => upper,
+        });
+    }
+    let first = query.url(client.base_url());
     let mut guard = PageGuard::new(&first, client.max_pages);
     let mut next = Some(first);
     // Key → watermark value at first sight. A row seen twice in one walk was modified while we
@@ -335,7 +363,10 @@ async fn walk<C: Collector>(
         stats.spooled += report.spooled as u64;
     }
 
-    if incremental {
+    if incremental && env.window.is_some() {
+        // A backfill window never moves the live watermark; its driver records the progress.
+        stats.watermark = max_seen;
+    } else if incremental {
         let new = match (max_seen, cap) {
             (Some(m), Some(c)) => Some(m.min(c)),
             (m, None) => m,
