@@ -472,3 +472,48 @@ async fn late_rows_behind_the_watermark_are_caught_by_the_overlap_and_missed_wit
          {behind_without} (overlap 0, {missing_without} missed)"
     );
 }
+
+/// A row modified while the harvester pages moves to the end of `$orderby=ModifiedDate`, so
+/// every later `$skip` shifts by one and the row after the page boundary is never served in
+/// that walk. The harvester sees the moved row twice and holds its watermark at the first
+/// sighting, so the next cycle reads the hidden row — even with no overlap at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_modified_while_paging_cannot_hide_another_row() {
+    let sim = start_sim(1, 61).await;
+    let t = sim.tenants()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = file_config(&sim, dir.path());
+    cfg.harvester.overlap = Duration::ZERO;
+    cfg.tenants[0].entities = vec!["connections".into()];
+    sim.set_faults(
+        &t.customer_id,
+        Faults {
+            touch_after_page: true,
+            ..Default::default()
+        },
+    );
+    let first = once(&cfg).await;
+    assert!(first[0].ok(), "{first:#?}");
+    let all = sim_connection_ids(&sim, &t.customer_id);
+    assert!(all.len() > 200, "{}", all.len());
+    let written = written_connection_ids(dir.path(), &t.customer_id);
+    let hidden: Vec<i64> = all.difference(&written).copied().collect();
+    // The hazard is real: exactly the row after the first page boundary was never served.
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    let row = sim
+        .rows(&t.customer_id, "Connections")
+        .into_iter()
+        .find(|c| c["Id"].as_i64() == Some(hidden[0]))
+        .unwrap();
+    let hidden_modified: chrono::DateTime<chrono::Utc> =
+        row["ModifiedDate"].as_str().unwrap().parse().unwrap();
+    let wm = first[0].entity("connections").unwrap().watermark.unwrap();
+    assert!(
+        wm <= hidden_modified,
+        "watermark {wm} passed the hidden row ({hidden_modified})"
+    );
+    let second = once(&cfg).await;
+    assert!(second[0].ok(), "{second:#?}");
+    assert_eq!(written_connection_ids(dir.path(), &t.customer_id), all);
+    assert_one_request_at_a_time(&sim);
+}

@@ -41,6 +41,13 @@ pub struct Faults {
     /// One-shot: every token issued so far for the tenant is rejected with 401 from now on;
     /// fresh tokens work. Reads back as `false` once applied.
     pub expire_tokens: bool,
+    /// One-shot: right after the next 200 page that has a nextLink, of a set with a
+    /// `ModifiedDate`, the first row of that page gets `ModifiedDate` = the simulator's now, as
+    /// if it were modified while the client pages. With `$orderby=ModifiedDate` the row moves
+    /// to the end, so every later `$skip` shifts by one: the row after the page boundary is
+    /// never served in this walk, and the moved row is served twice. Reads back as `false`
+    /// once applied.
+    pub touch_after_page: bool,
 }
 
 /// What an injected fault does to one Monitor request.

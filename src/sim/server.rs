@@ -13,6 +13,7 @@
 //! - `GET /monitorodata/$metadata` returns a minimal CSDL document generated from the schema;
 //!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
 //! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
+//! - `touch_after_page` modifies a served row while the client pages (see `Faults`).
 //! - Query strings are form-decoded like ASP.NET does (`+` is a space), so a literal `+` in a
 //!   `$filter` (a `+02:00` offset, a string) must be sent as `%2B`.
 
@@ -35,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{TokenCheck, Tokens, parse_authorization};
 use super::data::TenantData;
 use super::faults::{Faults, MonitorFault, TokenFault};
-use super::schema::{ENTITY_SETS, NavKind, entity_set};
+use super::schema::{ENTITY_SETS, EntityDef, NavKind, entity_set};
 use super::stats::{SimStats, TenantStats};
+use super::value::Val;
 use super::{SimOptions, SimTenant, advance, generate, odata};
 use chrono::{DateTime, Utc};
 
@@ -652,16 +654,55 @@ async fn monitor(
     };
     let base = service_base(&headers, ctx.local);
     let tenant = &state.tenants[t];
-    let data = tenant.data();
-    let page = odata::run(&data, def, &opts, &pairs, &base, state.opts.page_size);
-    let rows = page.value.len();
-    match serde_json::to_vec(&page) {
-        Ok(body) => finish_ok(state, t, def.set, rows, body),
-        Err(e) => odata_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("serialization failed: {e}"),
-        ),
+    let (rows, body, has_next) = {
+        let data = tenant.data();
+        let page = odata::run(&data, def, &opts, &pairs, &base, state.opts.page_size);
+        (
+            page.value.len(),
+            serde_json::to_vec(&page),
+            page.next_link.is_some(),
+        )
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return odata_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("serialization failed: {e}"),
+            );
+        }
+    };
+    if has_next && def.prop("ModifiedDate").is_some() && take_touch(tenant) {
+        touch_first_row(state, tenant, def, &body);
     }
+    finish_ok(state, t, def.set, rows, body)
+}
+
+fn take_touch(tenant: &Tenant) -> bool {
+    std::mem::take(&mut tenant.faults().touch_after_page)
+}
+
+/// The `touch_after_page` fault: sets `ModifiedDate` of the first row of the page just served
+/// (found by its key in `body`) to the simulator's now.
+fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8]) {
+    let Ok(page) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let Some(key) = page["value"][0][def.key].as_i64() else {
+        return;
+    };
+    let now = state.now();
+    let (k, m) = (def.key_index(), def.prop("ModifiedDate").expect("checked"));
+    let _world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
+    let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+    let mut all = std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
+    if let Some(row) = all
+        .get_mut(def.set)
+        .and_then(|rows| rows.iter_mut().find(|r| r[k] == Val::Int(key)))
+    {
+        row[m] = Val::Date(now);
+    }
+    *data = TenantData::new(all);
 }
 
 /// A minimal CSDL document: entity types, keys, properties and navigations of the simulated
