@@ -76,6 +76,16 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         page_size: usize,
     },
+    /// Ask a running harvester's `/readyz` (harvester.listen) whether it is ready; exit 0 if so.
+    /// For container health checks: the image needs no curl.
+    Health {
+        #[arg(
+            long,
+            env = "CITRIX_HARVESTER_HEALTH_URL",
+            default_value = "http://127.0.0.1:9464/readyz"
+        )]
+        url: String,
+    },
     /// Start the simulator in-process, harvest every simulated tenant once into a file, print a summary.
     Demo {
         #[arg(long, default_value_t = 3)]
@@ -133,6 +143,34 @@ impl BackfillArgs {
             entities: self.entities.clone(),
             progress: ProgressStyle::detect(),
         }))
+    }
+}
+
+async fn health(url: &str) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .no_proxy()
+        .build()?;
+    match client.get(url).send().await {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let status = r.status();
+            print!("{}", r.text().await.unwrap_or_default());
+            if !ok {
+                eprintln!("{url} answered {status}");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Err(e) => {
+            eprintln!(
+                "{url}: {e}; is harvester.listen set (e.g. CITRIX_HARVESTER__HARVESTER__LISTEN=127.0.0.1:9464)?"
+            );
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -278,6 +316,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Some(Command::Health { url }) => health(&url).await,
         Some(Command::Simulate {
             listen,
             fallback_listen,

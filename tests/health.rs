@@ -19,6 +19,13 @@ fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+fn health_cmd(url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_citrix-harvester"))
+        .args(["health", "--url", url])
+        .output()
+        .unwrap()
+}
+
 fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name_and_labels} ")))
@@ -86,6 +93,10 @@ async fn healthz_readyz_metrics_and_points() {
     assert_eq!(r.text().await.unwrap().trim(), "ok");
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // `citrix-harvester health` (the container's HEALTHCHECK) says the same with its exit code.
+    let ready = health_cmd(&format!("{base}/readyz"));
+    assert_eq!(ready.status.code(), Some(0), "{ready:?}");
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "ready\n");
 
     for name in [
         "last_success_timestamp_seconds",
@@ -164,6 +175,12 @@ async fn healthz_readyz_metrics_and_points() {
     task.await.unwrap().unwrap();
     // The listener stopped with the harvester.
     assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+    let gone = health_cmd(&format!("{base}/readyz"));
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("is harvester.listen set"),
+        "{gone:?}"
+    );
 
     let lp = std::fs::read_to_string(&out).unwrap();
     let own: Vec<&str> = lp
