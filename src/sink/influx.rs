@@ -258,12 +258,12 @@ impl HttpWriter {
         use super::Probe;
         let (auth_setting, missing_setting) = match self.api {
             Api::V2 => (
-                "output.token_env (or output.token_file)",
-                "output.org / output.bucket",
+                "check the token: `output.token_env` (or `output.token_file`)",
+                "check `output.org` and `output.bucket` (they must exist)",
             ),
             Api::V1 => (
-                "output.username / output.password_env (or output.password_file)",
-                "output.database",
+                "check `output.username` and `output.password_env` (or `output.password_file`)",
+                "check `output.database` (it must exist: CREATE DATABASE)",
             ),
         };
         let req = self
