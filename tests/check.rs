@@ -404,3 +404,139 @@ async fn all_good_with_influxdb1_passes_and_writes_nothing() {
         "{table}"
     );
 }
+
+/// What a stub InfluxDB answers to every request, and what it received.
+#[derive(Default)]
+struct Stub {
+    answer: std::sync::Mutex<(u16, String)>,
+    seen: std::sync::Mutex<Vec<(String, Option<String>, usize)>>,
+}
+
+async fn start_stub() -> (std::sync::Arc<Stub>, String) {
+    use axum::extract::State;
+    let stub = std::sync::Arc::new(Stub::default());
+    let app = axum::Router::new()
+        .fallback(
+            |State(s): State<std::sync::Arc<Stub>>,
+             uri: axum::http::Uri,
+             headers: axum::http::HeaderMap,
+             body: axum::body::Bytes| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(' ').next().unwrap_or_default().to_string());
+                s.seen
+                    .lock()
+                    .unwrap()
+                    .push((uri.path().to_string(), auth, body.len()));
+                let (status, text) = s.answer.lock().unwrap().clone();
+                (axum::http::StatusCode::from_u16(status).unwrap(), text)
+            },
+        )
+        .with_state(stub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (stub, url)
+}
+
+/// The sink row for the answers InfluxDB gives to an empty write: 2.x as its write handler
+/// does (auth, org, bucket and permission are checked before the body), 1.x as measured on
+/// InfluxDB 1.6 with `auth-enabled = true` (wrong password 401, a user without WRITE 403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_answers_map_to_statuses_and_hints() {
+    use citrix_harvester::config::{Config, SecretSources};
+    let (stub, url) = start_stub().await;
+    let cases: &[(&str, u16, &str, &str, &str)] = &[
+        (
+            "v2",
+            400,
+            r#"{"code":"invalid","message":"writing requires points"}"#,
+            "OK",
+            "",
+        ),
+        ("v2", 204, "", "OK", ""),
+        (
+            "v2",
+            401,
+            r#"{"code":"unauthorized","message":"unauthorized access"}"#,
+            "FAIL",
+            "`output.token_env`",
+        ),
+        (
+            "v2",
+            403,
+            r#"{"code":"forbidden","message":"insufficient permissions for write"}"#,
+            "FAIL",
+            "write permission on `output.bucket`",
+        ),
+        (
+            "v2",
+            404,
+            r#"{"code":"not found","message":"bucket \"b\" not found"}"#,
+            "FAIL",
+            "`output.bucket`",
+        ),
+        ("v2", 404, "404 page not found", "FAIL", "`output.kind`"),
+        (
+            "v1",
+            401,
+            r#"{"error":"authorization failed"}"#,
+            "FAIL",
+            "`output.password_env`",
+        ),
+        (
+            "v1",
+            403,
+            r#"{"error":"\"ro\" user is not authorized to write to database \"d\""}"#,
+            "FAIL",
+            "GRANT WRITE",
+        ),
+        (
+            "v1",
+            404,
+            r#"{"error":"database not found: \"d\""}"#,
+            "FAIL",
+            "`output.database`",
+        ),
+        ("v1", 503, "", "FAIL", "`output.url`"),
+    ];
+    for (api, status, body, want, hint) in cases {
+        *stub.answer.lock().unwrap() = (*status, body.to_string());
+        let output = match *api {
+            "v2" => format!(
+                "kind = \"influxdb_v2\"\nurl = \"{url}\"\norg = \"o\"\nbucket = \"b\"\ntoken_env = \"T\""
+            ),
+            _ => format!(
+                "kind = \"influxdb_v1\"\nurl = \"{url}\"\ndatabase = \"d\"\nusername = \"u\"\npassword_env = \"T\""
+            ),
+        };
+        // The tenant's token host is the stub too, so its rows fail fast; only the sink matters.
+        let text = format!(
+            "[output]\n{output}\n[[tenant]]\nname = \"A\"\ncustomer_id = \"a\"\nclient_id = \"c\"\n\
+             client_secret_env = \"T\"\ntoken_url = \"{url}/token\"\nfallback_token_url = \"\"\n"
+        );
+        let secrets = SecretSources {
+            env: Box::new(|_| Some("x".into())),
+            credentials_dir: None,
+        };
+        let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
+        let report = citrix_harvester::check::run(checked, "h.toml", None).await;
+        let sink = report.rows.iter().find(|r| r.check == "sink").unwrap();
+        let case = format!("{api} {status} {body}: {sink:?}");
+        assert_eq!(sink.status.to_string(), *want, "{case}");
+        assert!(
+            sink.hint.as_deref().unwrap_or_default().contains(hint),
+            "{case}"
+        );
+        let seen = stub.seen.lock().unwrap().clone();
+        let write = seen
+            .iter()
+            .rev()
+            .find(|(p, _, _)| p.ends_with("/write"))
+            .unwrap_or_else(|| panic!("no write request: {seen:?}"));
+        assert_eq!(write.2, 0, "the probe must not write anything: {case}");
+        let scheme = if *api == "v2" { "Token" } else { "Basic" };
+        assert_eq!(write.1.as_deref(), Some(scheme), "{case}");
+    }
+}

@@ -320,9 +320,25 @@ impl HttpWriter {
                     "authorised; the empty write was refused as empty ({said})"
                 ))
             }
-            401 | 403 => Probe::Fail {
+            401 => Probe::Fail {
                 hint: auth_setting.into(),
                 reason: format!("{} refused the credentials: {said}", self.shown_url),
+            },
+            // Authenticated, but not allowed to write there (InfluxDB 1.x: a user without
+            // WRITE on the database; 2.x: a token without write permission on the bucket).
+            403 => Probe::Fail {
+                hint: match self.api {
+                    Api::V2 => {
+                        "give the token write permission on `output.bucket`, or use \
+                                another in `output.token_env` (or `output.token_file`)"
+                    }
+                    Api::V1 => {
+                        "GRANT WRITE ON the `output.database` TO `output.username`, or \
+                                use another user"
+                    }
+                }
+                .into(),
+                reason: format!("{} does not let us write: {said}", self.shown_url),
             },
             404 => Probe::Fail {
                 hint: if text.contains("page not found") || text.is_empty() {
