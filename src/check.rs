@@ -211,12 +211,16 @@ pub async fn run(checked: Checked, config_path: &str, cli_shard: Option<Shard>) 
     }
 
     let global = Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests));
+    // Token requests are bounded like Monitor requests: thousands of tenants, a few at a time.
+    let turns = Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests));
     let mut set = tokio::task::JoinSet::new();
     for (i, (tenant, origin)) in tenants.into_iter().enumerate() {
         let http = http.clone().ok();
         let citrix = citrix.clone();
         let global = global.clone();
+        let turns = turns.clone();
         set.spawn(async move {
+            let _turn = turns.acquire_owned().await;
             (
                 i,
                 check_tenant(&tenant, &origin, http, &citrix, global).await,
