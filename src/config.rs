@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::secret::Secret;
+use crate::shard::Shard;
 use crate::sink::{SinkConfig, SinkKind};
 
 /// Where the regional token host is, per Citrix Cloud region (citrix-monitor-api.md §1.3).
@@ -80,6 +81,7 @@ struct RawHarvester {
     shutdown_grace: Option<String>,
     listen: Option<String>,
     unhealthy_after: Option<u32>,
+    shard: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -178,6 +180,8 @@ pub struct HarvesterConfig {
     pub listen: Option<SocketAddr>,
     /// A tenant whose cycles failed this many times in a row is reported unhealthy.
     pub unhealthy_after: u32,
+    /// This instance's share of the tenants (`K/N`); `None` = all. `--shard` overrides it.
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +263,7 @@ impl Default for HarvesterConfig {
             shutdown_grace: Duration::from_secs(30),
             listen: None,
             unhealthy_after: 3,
+            shard: None,
         }
     }
 }
@@ -279,47 +284,82 @@ impl Default for CitrixConfig {
     }
 }
 
+/// A configuration as `check` sees it: secrets that cannot be read do not fail the load but are
+/// reported per tenant (and for the output), so that one bad secret does not hide the rest.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    /// Where each tenant of `config.tenants` (same order) came from.
+    pub origins: Vec<TenantOrigin>,
+    /// Why the output's token or password could not be read (the sink then has none).
+    pub output_secret_error: Option<ConfigError>,
+}
+
+/// A tenant's place in the file, for hints that name the key (`tenant[3].client_secret_env`).
+#[derive(Debug, Clone)]
+pub struct TenantOrigin {
+    /// Index among all `[[tenant]]` tables, disabled ones included, as in error keys.
+    pub index: usize,
+    /// The key the client secret is read from, e.g. `tenant[3].client_secret_env`.
+    pub secret_key: String,
+    /// Why the secret could not be read; the tenant's secret is then empty.
+    pub secret_error: Option<String>,
+}
+
+fn read_raw(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    shown: &str,
+) -> Result<RawConfig, ConfigError> {
+    let load = |source| ConfigError::Load {
+        path: shown.to_string(),
+        source,
+    };
+    builder
+        .build()
+        .map_err(load)?
+        .try_deserialize()
+        .map_err(load)
+}
+
+fn file_and_env(path: &Path) -> config::ConfigBuilder<config::builder::DefaultState> {
+    config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("CITRIX_HARVESTER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+}
+
+fn inline_text(text: &str) -> config::ConfigBuilder<config::builder::DefaultState> {
+    config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml))
+}
+
 impl Config {
     /// Reads `path` (TOML) with environment overrides (`CITRIX_HARVESTER__OUTPUT__URL=...`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("CITRIX_HARVESTER")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()
-            .map_err(|source| ConfigError::Load {
-                path: path.display().to_string(),
-                source,
-            })?;
-        let raw: RawConfig = source
-            .try_deserialize()
-            .map_err(|source| ConfigError::Load {
-                path: path.display().to_string(),
-                source,
-            })?;
-        raw.validate(&SecretSources::from_process())
+        read_raw(file_and_env(path), &path.display().to_string())?
+            .validate(&SecretSources::from_process())
     }
 
-    /// Parses TOML text without environment overrides (tests, `check`).
+    /// Parses TOML text without environment overrides (tests).
     pub fn from_toml_str(text: &str, secrets: &SecretSources) -> Result<Config, ConfigError> {
-        let source = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|source| ConfigError::Load {
-                path: "<inline>".into(),
-                source,
-            })?;
-        let raw: RawConfig = source
-            .try_deserialize()
-            .map_err(|source| ConfigError::Load {
-                path: "<inline>".into(),
-                source,
-            })?;
-        raw.validate(secrets)
+        read_raw(inline_text(text), "<inline>")?.validate(secrets)
+    }
+
+    /// Like [`Config::load`], but secrets that cannot be read are reported, not fatal (`check`).
+    pub fn load_for_check(path: &Path) -> Result<Checked, ConfigError> {
+        read_raw(file_and_env(path), &path.display().to_string())?
+            .validate_with(&SecretSources::from_process(), true)
+    }
+
+    /// Like [`Config::from_toml_str`], but secrets that cannot be read are reported, not fatal.
+    pub fn from_toml_str_for_check(
+        text: &str,
+        secrets: &SecretSources,
+    ) -> Result<Checked, ConfigError> {
+        read_raw(inline_text(text), "<inline>")?.validate_with(secrets, true)
     }
 }
 
@@ -354,6 +394,11 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 
 impl RawConfig {
     fn validate(self, secrets: &SecretSources) -> Result<Config, ConfigError> {
+        self.validate_with(secrets, false).map(|c| c.config)
+    }
+
+    /// `lenient`: a secret that cannot be read is recorded instead of failing (for `check`).
+    fn validate_with(self, secrets: &SecretSources, lenient: bool) -> Result<Checked, ConfigError> {
         let d = HarvesterConfig::default();
         let h = self.harvester;
         let harvester = HarvesterConfig {
@@ -382,6 +427,12 @@ impl RawConfig {
                 })?),
             },
             unhealthy_after: h.unhealthy_after.unwrap_or(d.unhealthy_after),
+            shard: h
+                .shard
+                .as_deref()
+                .map(|v| v.parse::<Shard>())
+                .transpose()
+                .map_err(|e| invalid("harvester.shard", e.to_string()))?,
         };
         if harvester.interval < Duration::from_secs(1) {
             return Err(invalid("harvester.interval", "must be at least 1s"));
@@ -429,19 +480,22 @@ impl RawConfig {
             return Err(invalid("citrix.max_pages", "must be >= 1"));
         }
 
-        let mut output = self.output.validate(secrets, allow_inline)?;
+        let (mut output, output_secret_error) =
+            self.output.validate(secrets, allow_inline, lenient)?;
         output.state_dir = Some(harvester.state_dir.clone());
 
         if self.tenants.is_empty() {
             return Err(invalid("tenant", "at least one [[tenant]] is required"));
         }
         let mut tenants = Vec::new();
+        let mut origins = Vec::new();
         let mut names = BTreeSet::new();
         for (i, t) in self.tenants.into_iter().enumerate() {
             if t.enabled == Some(false) {
                 continue;
             }
-            let tenant = t.validate(i, secrets, allow_inline)?;
+            let (tenant, origin) = t.validate(i, secrets, allow_inline, lenient)?;
+            origins.push(origin);
             if !names.insert(tenant.name.clone()) {
                 return Err(invalid(
                     format!("tenant[{i}].name"),
@@ -450,11 +504,15 @@ impl RawConfig {
             }
             tenants.push(tenant);
         }
-        Ok(Config {
-            harvester,
-            citrix,
-            output,
-            tenants,
+        Ok(Checked {
+            config: Config {
+                harvester,
+                citrix,
+                output,
+                tenants,
+            },
+            origins,
+            output_secret_error,
         })
     }
 }
@@ -464,7 +522,9 @@ impl RawOutput {
         self,
         secrets: &SecretSources,
         allow_inline: bool,
-    ) -> Result<SinkConfig, ConfigError> {
+        lenient: bool,
+    ) -> Result<(SinkConfig, Option<ConfigError>), ConfigError> {
+        let deferred = std::cell::RefCell::new(None);
         let secret = |key: &str,
                       inline: Option<String>,
                       env: Option<String>,
@@ -495,6 +555,20 @@ impl RawOutput {
                 return read_secret_file(&format!("output.{key}_file"), &path).map(Some);
             }
             Ok(None)
+        };
+        // For `check`: a secret that cannot be read leaves the sink without it, and says why.
+        let secret = |key: &str,
+                      inline: Option<String>,
+                      env: Option<String>,
+                      file: Option<PathBuf>|
+         -> Result<Option<Secret>, ConfigError> {
+            match secret(key, inline, env, file) {
+                Err(e) if lenient => {
+                    *deferred.borrow_mut() = Some(e);
+                    Ok(None)
+                }
+                other => other,
+            }
         };
 
         let url = |u: Option<String>| -> Result<String, ConfigError> {
@@ -538,7 +612,7 @@ impl RawOutput {
         if batch_size == 0 {
             return Err(invalid("output.batch_size", "must be >= 1"));
         }
-        Ok(SinkConfig {
+        let sink = SinkConfig {
             kind,
             gzip: self.gzip.unwrap_or(d.gzip),
             batch_size,
@@ -553,7 +627,8 @@ impl RawOutput {
             buffer_limit: self.buffer_limit.unwrap_or(d.buffer_limit),
             deadletter_limit: self.deadletter_limit.unwrap_or(d.deadletter_limit),
             ..d
-        })
+        };
+        Ok((sink, deferred.into_inner()))
     }
 }
 
@@ -563,7 +638,8 @@ impl RawTenant {
         i: usize,
         secrets: &SecretSources,
         allow_inline: bool,
-    ) -> Result<TenantConfig, ConfigError> {
+        lenient: bool,
+    ) -> Result<(TenantConfig, TenantOrigin), ConfigError> {
         let key = |k: &str| format!("tenant[{i}].{k}");
         let name = self
             .name
@@ -587,40 +663,67 @@ impl RawTenant {
             .filter(|c| !c.trim().is_empty())
             .ok_or_else(|| invalid(key("client_id"), "is required"))?;
 
-        let client_secret = if let Some(v) = self.client_secret {
-            if !allow_inline {
-                return Err(invalid(
-                    key("client_secret"),
-                    "inline secrets are refused; use client_secret_env, client_secret_file or \
-                     client_secret_credential (or set harvester.allow_inline_secrets = true)",
-                ));
-            }
-            Secret::new(v)
-        } else if let Some(var) = self.client_secret_env {
-            match (secrets.env)(&var) {
-                Some(v) if !v.is_empty() => Secret::new(v),
-                _ => {
+        // The key whose value is used: the same order as below.
+        let secret_key = key(if self.client_secret.is_some() {
+            "client_secret"
+        } else if self.client_secret_env.is_some() {
+            "client_secret_env"
+        } else if self.client_secret_file.is_some() {
+            "client_secret_file"
+        } else if self.client_secret_credential.is_some() {
+            "client_secret_credential"
+        } else {
+            "client_secret_env"
+        });
+        let resolved = (|| {
+            Ok(if let Some(v) = self.client_secret.clone() {
+                if !allow_inline {
                     return Err(invalid(
-                        key("client_secret_env"),
-                        format!("environment variable {var} is not set"),
+                        key("client_secret"),
+                        "inline secrets are refused; use client_secret_env, client_secret_file or \
+                         client_secret_credential (or set harvester.allow_inline_secrets = true)",
                     ));
                 }
+                Secret::new(v)
+            } else if let Some(var) = &self.client_secret_env {
+                match (secrets.env)(var) {
+                    Some(v) if !v.is_empty() => Secret::new(v),
+                    _ => {
+                        return Err(invalid(
+                            key("client_secret_env"),
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                }
+            } else if let Some(path) = &self.client_secret_file {
+                read_secret_file(&key("client_secret_file"), path)?
+            } else if let Some(cred) = &self.client_secret_credential {
+                let dir = secrets.credentials_dir.as_ref().ok_or_else(|| {
+                    invalid(
+                        key("client_secret_credential"),
+                        "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)",
+                    )
+                })?;
+                read_secret_file(&key("client_secret_credential"), &dir.join(cred))?
+            } else {
+                return Err(invalid(
+                    key("client_secret_env"),
+                    "one of client_secret_env, client_secret_file, client_secret_credential is required",
+                ));
+            })
+        })();
+        let mut origin = TenantOrigin {
+            index: i,
+            secret_key,
+            secret_error: None,
+        };
+        let client_secret = match resolved {
+            Ok(s) => s,
+            Err(e) if lenient => {
+                origin.secret_error = Some(e.to_string());
+                Secret::new("")
             }
-        } else if let Some(path) = self.client_secret_file {
-            read_secret_file(&key("client_secret_file"), &path)?
-        } else if let Some(cred) = self.client_secret_credential {
-            let dir = secrets.credentials_dir.as_ref().ok_or_else(|| {
-                invalid(
-                    key("client_secret_credential"),
-                    "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)",
-                )
-            })?;
-            read_secret_file(&key("client_secret_credential"), &dir.join(cred))?
-        } else {
-            return Err(invalid(
-                key("client_secret_env"),
-                "one of client_secret_env, client_secret_file, client_secret_credential is required",
-            ));
+            Err(e) => return Err(e),
         };
 
         let region = self.region.unwrap_or_else(|| "global".into());
@@ -668,7 +771,7 @@ impl RawTenant {
             }
         }
         let schedule = parse_schedule(&key("schedule"), self.schedule)?;
-        Ok(TenantConfig {
+        let tenant = TenantConfig {
             schedule,
             name,
             customer_id,
@@ -678,7 +781,8 @@ impl RawTenant {
             fallback_token_url,
             monitor_url,
             entities,
-        })
+        };
+        Ok((tenant, origin))
     }
 }
 
@@ -885,6 +989,53 @@ region = "eu"
     }
 
     #[test]
+    fn shard_is_optional_and_validated() {
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        assert_eq!(
+            Config::from_toml_str(MINIMAL, &s).unwrap().harvester.shard,
+            None
+        );
+        let on = format!("[harvester]\nshard = \"1/3\"\n{MINIMAL}");
+        let c = Config::from_toml_str(&on, &s).unwrap();
+        assert_eq!(c.harvester.shard, Some(Shard::new(1, 3).unwrap()));
+        let bad = format!("[harvester]\nshard = \"3/3\"\n{MINIMAL}");
+        assert_eq!(err_key(Config::from_toml_str(&bad, &s)), "harvester.shard");
+    }
+
+    #[test]
+    fn check_mode_reports_unreadable_secrets_per_tenant() {
+        let second = MINIMAL[MINIMAL.find("[[tenant]]").unwrap()..]
+            .replace("Contoso", "Fabrikam")
+            .replace(
+                "client_secret_env = \"CONTOSO_SECRET\"",
+                "client_secret_file = \"/nonexistent/x\"",
+            );
+        let text = format!("{MINIMAL}\n[[tenant]]\nname = \"Off\"\nenabled = false\n{second}");
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        assert_eq!(
+            err_key(Config::from_toml_str(&text, &s)),
+            "tenant[2].client_secret_file"
+        );
+        let c = Config::from_toml_str_for_check(&text, &s).unwrap();
+        assert_eq!(c.config.tenants.len(), 2);
+        assert_eq!(c.origins[0].index, 0);
+        assert_eq!(c.origins[0].secret_key, "tenant[0].client_secret_env");
+        assert!(c.origins[0].secret_error.is_none());
+        assert_eq!(c.origins[1].index, 2);
+        assert_eq!(c.origins[1].secret_key, "tenant[2].client_secret_file");
+        let why = c.origins[1].secret_error.as_deref().unwrap();
+        assert!(why.contains("tenant[2].client_secret_file"), "{why}");
+        assert!(c.output_secret_error.is_none());
+        let no_pw = text.replace(
+            "database = \"citrix\"",
+            "database = \"citrix\"\nusername = \"u\"\npassword_env = \"NOPE\"",
+        );
+        let c = Config::from_toml_str_for_check(&no_pw, &s).unwrap();
+        let e = c.output_secret_error.unwrap().to_string();
+        assert!(e.contains("output.password_env"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_fail_loudly() {
         let typo = MINIMAL.replace("region = \"eu\"", "regoin = \"eu\"");
         let err = Config::from_toml_str(&typo, &env(&[("CONTOSO_SECRET", "x")])).unwrap_err();
@@ -971,5 +1122,6 @@ mod example_file {
         assert_eq!(c.harvester.shutdown_grace, d.shutdown_grace);
         assert_eq!(c.harvester.listen, d.listen);
         assert_eq!(c.harvester.unhealthy_after, d.unhealthy_after);
+        assert_eq!(c.harvester.shard, d.shard);
     }
 }

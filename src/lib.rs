@@ -18,8 +18,11 @@
 //! - [`health`]: the optional `/healthz`, `/readyz`, `/metrics` listener (`harvester.listen`).
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STOPPING) for `Type=notify`.
 //! - [`demo`]: `citrix-harvester demo`, the simulator harvested once into a file.
+//! - [`check`]: `citrix-harvester check`, every secret, token, tenant and the sink tried once.
+//! - [`shard`]: `--shard K/N`, this instance's share of the tenants by a stable hash.
 
 pub mod backfill;
+pub mod check;
 pub mod checkpoint;
 pub mod citrix;
 pub mod collect;
@@ -30,6 +33,7 @@ pub mod lineproto;
 pub mod metrics;
 pub mod scheduler;
 pub mod secret;
+pub mod shard;
 pub mod sim;
 pub mod sink;
 pub mod systemd;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::backfill::{
@@ -14,6 +14,7 @@ use citrix_harvester::backfill::{
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::{DemoOptions, run_demo};
 use citrix_harvester::scheduler::{format_summary, run, spooled_bytes};
+use citrix_harvester::shard::{self, Shard};
 use citrix_harvester::sim::{SimOptions, Simulator};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 use citrix_harvester::telemetry::{self, LogFormat};
@@ -42,6 +43,10 @@ struct Cli {
     dry_run: bool,
     #[command(flatten)]
     backfill: BackfillArgs,
+    /// Take only shard K of N of the tenants (0 <= K < N, by a stable hash of customer_id);
+    /// overrides harvester.shard. N instances with 0/N .. N-1/N split the tenants.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
     /// Log format: text for terminals, json for journald/Loki.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -53,12 +58,36 @@ struct Cli {
 enum Command {
     /// Harvest (the default when no subcommand is given).
     Run {
+        /// Run one cycle for every tenant, print a summary, exit 0 only if every point was delivered.
         #[arg(long)]
         once: bool,
+        /// Write line protocol to stdout instead of the configured output.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
         backfill: BackfillArgs,
+        /// Take only shard K of N of the tenants; overrides harvester.shard.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
+    },
+    /// Check the configuration: secrets, a token and one tiny Monitor request per tenant, and
+    /// the output (nothing is written). Prints a table; exit 0 if all passed, 1 if not, 2 if
+    /// the configuration does not load.
+    Check {
+        /// Check only shard K of N of the tenants; overrides harvester.shard.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
+    },
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write citrix-harvester.1 and citrix-harvester-<command>.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Serve the Citrix Monitor API simulator (token hosts + OData) until Ctrl-C.
     Simulate {
@@ -208,10 +237,12 @@ async fn harvest(
     once: bool,
     dry_run: bool,
     backfill: BackfillArgs,
+    cli_shard: Option<Shard>,
 ) -> anyhow::Result<ExitCode> {
     let backfill = backfill.options()?;
     let mut cfg = Config::load(&cli_config)
         .with_context(|| format!("configuration {}", cli_config.display()))?;
+    shard::apply(&mut cfg, cli_shard);
     if dry_run {
         cfg.output = SinkConfig {
             kind: SinkKind::Stdout,
@@ -261,6 +292,40 @@ async fn harvest(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn check(cli_config: PathBuf, cli_shard: Option<Shard>) -> anyhow::Result<ExitCode> {
+    let shown = cli_config.display().to_string();
+    let checked = match Config::load_for_check(&cli_config) {
+        Ok(c) => c,
+        Err(e) => {
+            print!(
+                "{}",
+                citrix_harvester::check::config_failure(&shown, &e).render()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let report = citrix_harvester::check::run(checked, &shown, cli_shard).await;
+    print!("{}", report.render());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let cmd = Cli::command();
+    match out_dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("write man pages into {}", dir.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn simulate(
     listen: SocketAddr,
     fallback: Option<SocketAddr>,
@@ -297,11 +362,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        None => harvest(cli.config, cli.once, cli.dry_run, cli.backfill).await,
+        None => harvest(cli.config, cli.once, cli.dry_run, cli.backfill, cli.shard).await,
         Some(Command::Run {
             once,
             dry_run,
             backfill,
+            shard,
         }) => {
             let backfill = if backfill.since.is_some() {
                 backfill
@@ -313,10 +379,22 @@ async fn main() -> ExitCode {
                 once || cli.once,
                 dry_run || cli.dry_run,
                 backfill,
+                shard.or(cli.shard),
             )
             .await
         }
         Some(Command::Health { url }) => health(&url).await,
+        Some(Command::Check { shard }) => check(cli.config, shard.or(cli.shard)).await,
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "citrix-harvester",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man { out_dir }) => man(out_dir),
         Some(Command::Simulate {
             listen,
             fallback_listen,

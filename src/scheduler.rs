@@ -230,9 +230,11 @@ impl Harvester {
         crate::systemd::notify("READY=1");
         if let Some(every) = crate::systemd::watchdog_interval() {
             // Pings only while tenant tasks are alive: if they all died, systemd restarts us.
+            // A shard that owns no tenant has none to begin with and idles on purpose.
             let (t, c) = (tracker.clone(), cancel.clone());
+            let idle = self.tenants.is_empty();
             tokio::spawn(async move {
-                while !t.is_empty() && !c.is_cancelled() {
+                while (idle || !t.is_empty()) && !c.is_cancelled() {
                     crate::systemd::notify("WATCHDOG=1");
                     tokio::select! {
                         _ = c.cancelled() => {}

@@ -345,3 +345,152 @@ async fn sigterm_exits_after_the_grace_period_when_a_request_hangs() {
             .exists()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_1_of_2_harvests_only_its_tenants() {
+    use citrix_harvester::shard::Shard;
+    let sim = start_sim(4, 14).await;
+    let owned: std::collections::BTreeSet<String> = sim
+        .tenants()
+        .iter()
+        .map(|t| t.customer_id.clone())
+        .filter(|c| Shard::new(1, 2).unwrap().owns(c))
+        .collect();
+    // The simulator's ids are fixed by the seed; both shards must have tenants for this test.
+    assert!(
+        !owned.is_empty() && owned.len() < 4,
+        "seed gives shard 1/2 {owned:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("points.lp");
+    let cfg = sim_config(
+        &sim,
+        dir.path(),
+        &format!("kind = \"file\"\npath = \"{}\"", out.display()),
+        "shard = \"0/2\"",
+    );
+    let mut cmd = with_secrets(bin(), &sim);
+    // --shard on the command line wins over harvester.shard in the file.
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once", "--shard", "1/2"]);
+    let res = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let seen: std::collections::BTreeSet<String> = written
+        .lines()
+        .filter_map(|l| {
+            // Tag values here are ids (no escapes), so the value ends at `,` or ` `.
+            let v = &l[l.find(",customer_id=")? + ",customer_id=".len()..];
+            Some(v[..v.find([',', ' ']).unwrap_or(v.len())].to_string())
+        })
+        .collect();
+    assert_eq!(seen, owned, "{stderr}");
+    assert!(
+        stderr.contains(&format!("tenants={}", owned.len())) && stderr.contains("shard=1/2"),
+        "the start log says what the shard takes: {stderr}"
+    );
+    let bad = bin()
+        .args(["run", "--once", "--shard", "2/2"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("K must be smaller than N"));
+}
+
+/// Subcommands and their long flags, read from `--help` (so a new flag is covered too).
+fn commands_and_flags() -> Vec<(String, Vec<String>)> {
+    let help = |args: &[&str]| {
+        let o = bin().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let flags = |text: &str| -> Vec<String> {
+        text.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '=')
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| {
+                w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                    .to_string()
+            })
+            .filter(|w| w != "--help" && w != "--version")
+            .collect()
+    };
+    let top = help(&["--help"]);
+    let mut out = vec![(String::new(), flags(&top))];
+    let commands = top
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap();
+    for line in commands.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if name == "help" {
+            continue;
+        }
+        out.push((name.to_string(), flags(&help(&[name, "--help"]))));
+    }
+    out
+}
+
+#[test]
+fn completions_mention_every_subcommand_and_flag() {
+    let all = commands_and_flags();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["run", "check", "simulate", "demo", "completions", "man"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let o = bin().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success(), "{shell}");
+        let script = String::from_utf8(o.stdout).unwrap();
+        for (cmd, flags) in &all {
+            assert!(script.contains(cmd.as_str()), "{shell}: no {cmd}");
+            for f in flags {
+                // fish writes `-l shard` for --shard; the others write the flag itself.
+                let long = f.trim_start_matches("--");
+                assert!(
+                    script.contains(f.as_str()) || script.contains(&format!("-l {long}")),
+                    "{shell}: no {f} of {cmd:?}"
+                );
+            }
+        }
+    }
+    let bad = bin().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_mention_every_subcommand_and_flag() {
+    let unroff = |s: &str| s.replace("\\-", "-");
+    let o = bin().arg("man").output().unwrap();
+    assert!(o.status.success());
+    let page = unroff(&String::from_utf8(o.stdout).unwrap());
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "not roff");
+    let all = commands_and_flags();
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for (cmd, flags) in &all {
+        assert!(page.contains(cmd.as_str()), "main page lacks {cmd}");
+        let file = if cmd.is_empty() {
+            "citrix-harvester.1".to_string()
+        } else {
+            format!("citrix-harvester-{cmd}.1")
+        };
+        let text = unroff(&std::fs::read_to_string(dir.path().join(&file)).unwrap());
+        for f in flags {
+            assert!(text.contains(f.as_str()), "{file} lacks {f}");
+        }
+    }
+}

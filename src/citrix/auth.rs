@@ -60,6 +60,7 @@ struct TokenResponse {
 struct Cached {
     token: Secret,
     refresh_at: Instant,
+    endpoint: Endpoint,
 }
 
 /// Counters the health endpoint and `check` report.
@@ -115,18 +116,29 @@ impl TokenSource {
 
     /// A valid token: the cached one, or a fresh one when it is about to expire.
     pub async fn token(&self) -> Result<Secret, AuthError> {
+        self.token_and_endpoint().await.map(|(t, _)| t)
+    }
+
+    /// Like [`TokenSource::token`], plus which endpoint issued it (`check` shows it).
+    pub async fn token_and_endpoint(&self) -> Result<(Secret, Endpoint), AuthError> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref()
             && Instant::now() < c.refresh_at
         {
-            return Ok(c.token.clone());
+            return Ok((c.token.clone(), c.endpoint));
         }
-        let (token, lifetime, _) = self.fetch().await?;
+        let (token, lifetime, endpoint) = self.fetch().await?;
         *cache = Some(Cached {
             token: token.clone(),
             refresh_at: Instant::now() + refresh_after(lifetime),
+            endpoint,
         });
-        Ok(token)
+        Ok((token, endpoint))
+    }
+
+    /// The token URLs: regional, then the fallback if any.
+    pub fn urls(&self) -> (&str, Option<&str>) {
+        (&self.regional, self.fallback.as_deref())
     }
 
     /// Forgets the cached token (after a 401 from the Monitor API) and fetches a new one.

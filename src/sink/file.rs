@@ -31,6 +31,58 @@ impl FileWriter {
         }
     }
 
+    /// Whether the file can be appended to (for `check`) without writing a byte to it: an
+    /// existing file is opened for appending; otherwise a scratch file is created and removed
+    /// in the nearest existing directory (the writer creates the missing ones).
+    pub(crate) fn probe(&self) -> super::Probe {
+        let fail = |reason: String| super::Probe::Fail {
+            hint: "check `output.path` (and that the directory exists or can be created)".into(),
+            reason,
+        };
+        if self.path.exists() {
+            return match std::fs::OpenOptions::new().append(true).open(&self.path) {
+                Ok(_) => super::Probe::Ok(format!("{} is writable", self.path.display())),
+                Err(e) => fail(format!(
+                    "{} cannot be opened for appending: {e}",
+                    self.path.display()
+                )),
+            };
+        }
+        let mut dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        while !dir.as_os_str().is_empty() && !dir.exists() {
+            dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let scratch = dir.join(format!(".citrix-harvester-check-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&scratch)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&scratch);
+                super::Probe::Ok(format!(
+                    "{} does not exist yet; {} is writable",
+                    self.path.display(),
+                    dir.display()
+                ))
+            }
+            Err(e) => fail(format!(
+                "{} cannot be created: {} is not writable: {e}",
+                self.path.display(),
+                dir.display()
+            )),
+        }
+    }
+
     /// Appends one batch; whole lines only, under the lock.
     pub(crate) async fn append(&self, batch: &[u8]) -> Result<(), SinkError> {
         let mut guard = self.file.lock().await;

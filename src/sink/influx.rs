@@ -230,6 +230,138 @@ impl HttpWriter {
             .await
     }
 
+    /// Adds the credentials (headers only, marked sensitive).
+    fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, Failure> {
+        Ok(match &self.auth {
+            Auth::None => req,
+            Auth::Token(t) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Token {}", t.expose())).map_err(|_| {
+                        Failure {
+                            disposition: Disposition::Misconfigured(Misconfig::Auth),
+                            status: None,
+                            reason: "token contains characters not allowed in a header".into(),
+                        }
+                    })?;
+                v.set_sensitive(true);
+                req.header(AUTHORIZATION, v)
+            }
+            Auth::Basic(u, p) => req.basic_auth(u, p.as_ref().map(|p| p.expose())),
+        })
+    }
+
+    /// Posts an empty body to the write URL, once, without retries: InfluxDB 1.x checks the
+    /// credentials, the database and the write permission before it looks at the body (then
+    /// answers 204), InfluxDB 2.x the token, org, bucket and permission (then 400 "writing
+    /// requires points"), VictoriaMetrics answers 204. Nothing is written either way.
+    pub(crate) async fn probe(&self) -> super::Probe {
+        use super::Probe;
+        let (auth_setting, missing_setting) = match self.api {
+            Api::V2 => (
+                "check the token: `output.token_env` (or `output.token_file`)",
+                "check `output.org` and `output.bucket` (they must exist)",
+            ),
+            Api::V1 => (
+                "check `output.username` and `output.password_env` (or `output.password_file`)",
+                "check `output.database` (it must exist: CREATE DATABASE)",
+            ),
+        };
+        let req = self
+            .client
+            .post(self.write_url.clone())
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )
+            .body(Vec::new());
+        let req = match self.authorize(req) {
+            Ok(r) => r,
+            Err(f) => {
+                return Probe::Fail {
+                    hint: auth_setting.into(),
+                    reason: f.reason,
+                };
+            }
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Probe::Fail {
+                    hint: "check `output.url`".into(),
+                    reason: format!(
+                        "{} unreachable: {}",
+                        self.shown_url,
+                        error_chain(&e.without_url())
+                    ),
+                };
+            }
+        };
+        let status = resp.status();
+        let text = resp
+            .bytes()
+            .await
+            .map(|b| {
+                String::from_utf8_lossy(&b[..b.len().min(300)])
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let said = if text.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            format!("HTTP {}: {text}", status.as_u16())
+        };
+        match status.as_u16() {
+            200..=299 => Probe::Ok(format!("an empty write was accepted ({said})")),
+            // Authentication and authorisation come before the body in InfluxDB and
+            // VictoriaMetrics, so a complaint about the empty body means we got past them.
+            400 if text.contains("writing requires points") || text.contains("no data") => {
+                Probe::Ok(format!(
+                    "authorised; the empty write was refused as empty ({said})"
+                ))
+            }
+            401 => Probe::Fail {
+                hint: auth_setting.into(),
+                reason: format!("{} refused the credentials: {said}", self.shown_url),
+            },
+            // Authenticated, but not allowed to write there (InfluxDB 1.x: a user without
+            // WRITE on the database; 2.x: a token without write permission on the bucket).
+            403 => Probe::Fail {
+                hint: match self.api {
+                    Api::V2 => {
+                        "give the token write permission on `output.bucket`, or use \
+                                another in `output.token_env` (or `output.token_file`)"
+                    }
+                    Api::V1 => {
+                        "GRANT WRITE ON the `output.database` TO `output.username`, or \
+                                use another user"
+                    }
+                }
+                .into(),
+                reason: format!("{} does not let us write: {said}", self.shown_url),
+            },
+            404 => Probe::Fail {
+                hint: if text.contains("page not found") || text.is_empty() {
+                    match self.api {
+                        Api::V2 => {
+                            "check `output.url`, and `output.kind`: InfluxDB 1.x has no \
+                             /api/v2/write (use influxdb_v1)"
+                        }
+                        Api::V1 => "check `output.url`",
+                    }
+                } else {
+                    missing_setting
+                }
+                .into(),
+                reason: format!("{}: {said}", self.shown_url),
+            },
+            _ => Probe::Fail {
+                hint: "check `output.url`".into(),
+                reason: format!("{}: {said}", self.shown_url),
+            },
+        }
+    }
+
     async fn send_once(&self, body: &[u8]) -> Result<(), Failure> {
         let mut req = self
             .client
@@ -242,23 +374,7 @@ impl HttpWriter {
         if self.gzip {
             req = req.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        match &self.auth {
-            Auth::None => {}
-            Auth::Token(t) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Token {}", t.expose())).map_err(|_| {
-                        Failure {
-                            disposition: Disposition::Misconfigured(Misconfig::Auth),
-                            status: None,
-                            reason: "token contains characters not allowed in a header".into(),
-                        }
-                    })?;
-                v.set_sensitive(true);
-                req = req.header(AUTHORIZATION, v);
-            }
-            Auth::Basic(u, p) => req = req.basic_auth(u, p.as_ref().map(|p| p.expose())),
-        }
-        let resp = match req.send().await {
+        let resp = match self.authorize(req)?.send().await {
             Ok(r) => r,
             Err(e) => {
                 let kind = if e.is_connect() {

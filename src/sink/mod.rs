@@ -118,6 +118,15 @@ impl SinkConfig {
     }
 }
 
+/// What the sink's target said to [`Sink::probe`] (`check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// It can take points; how we know.
+    Ok(String),
+    /// It cannot; `hint` names the configuration keys to look at.
+    Fail { hint: String, reason: String },
+}
+
 /// Counts for one [`Sink::write`] call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteReport {
@@ -528,6 +537,16 @@ impl Sink {
             spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
             dead_letters: l(&c.dead_letters),
             dead_letters_not_written: l(&c.dead_letters_not_written),
+        }
+    }
+
+    /// Proves the target is reachable and takes our credentials, without writing a point (an
+    /// empty write for HTTP targets, no retries; a writability test for a file).
+    pub async fn probe(&self) -> Probe {
+        match &self.inner.writer {
+            Writer::Http(w) => w.probe().await,
+            Writer::File(f) => f.probe(),
+            Writer::Stdout(_) => Probe::Ok("stdout".into()),
         }
     }
 
