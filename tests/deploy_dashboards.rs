@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Datelike, Utc, Weekday};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::demo::config_for_simulator;
-use citrix_harvester::scheduler::{Harvester, TenantSummary, minute_now};
+use citrix_harvester::scheduler::{Harvester, TenantSummary};
 use citrix_harvester::sim::{SimOptions, Simulator};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
@@ -235,7 +236,8 @@ fn selection(values: &[String]) -> String {
 }
 
 fn expand(q: &str, customer: &str, delivery_group: &str) -> String {
-    q.replace("$timeFilter", "time >= now() - 3d")
+    // The simulated present is up to four days back (see `simulated_now`), its history two more.
+    q.replace("$timeFilter", "time >= now() - 7d")
         .replace("$__interval_ms", "3600000")
         .replace("$__interval", "1h")
         .replace("$customer", customer)
@@ -352,6 +354,22 @@ async fn series_with_values(url: &str, db: &str, what: &str, q: &str) -> usize {
     valued
 }
 
+/// The simulated present: the latest weekday 12:07 UTC that has passed. Running applications
+/// are a snapshot of that moment, and at noon on a weekday the simulated tenants (UTC+1, −5,
+/// +10) have some running (at least 3 on each of 86 weekdays checked with seed 42), whereas on
+/// a weekend evening there may be none, which would make the test depend on when it runs.
+fn simulated_now() -> DateTime<Utc> {
+    let now = Utc::now();
+    let mut day = now.date_naive();
+    loop {
+        let noon = day.and_hms_opt(12, 7, 0).unwrap().and_utc();
+        if noon <= now && !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+            return noon;
+        }
+        day = day.pred_opt().unwrap();
+    }
+}
+
 /// Two cycles of the real scheduler over every entity kind of every simulated tenant, into the
 /// database; both must succeed. The second starts in a later second than the first ended, so
 /// each tenant has two `citrix_harvester` points (they are stamped in whole seconds).
@@ -360,7 +378,7 @@ async fn harvest(url: &str, db: &str) -> Vec<TenantSummary> {
     let sim = Simulator::new(SimOptions {
         tenants: 3,
         seed: 42,
-        now: minute_now(),
+        now: simulated_now(),
         history,
         ..SimOptions::default()
     })
@@ -375,7 +393,8 @@ async fn harvest(url: &str, db: &str) -> Vec<TenantSummary> {
         username: None,
         password: None,
     });
-    let lookback = history.to_std().unwrap() + Duration::from_secs(3600);
+    let behind = (Utc::now() - sim.now()).to_std().unwrap();
+    let lookback = behind + history.to_std().unwrap() + Duration::from_secs(3600);
     let cfg = config_for_simulator(&sim, output, state.path().to_path_buf(), lookback);
     assert!(cfg.tenants.iter().all(|t| {
         citrix_harvester::config::KNOWN_ENTITIES
@@ -392,8 +411,8 @@ async fn harvest(url: &str, db: &str) -> Vec<TenantSummary> {
             assert!(s.ok(), "cycle {cycle} of {} failed: {s:?}", s.tenant);
         }
         all.extend(summaries);
-        let second = chrono::Utc::now().timestamp();
-        while chrono::Utc::now().timestamp() == second {
+        let second = Utc::now().timestamp();
+        while Utc::now().timestamp() == second {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
