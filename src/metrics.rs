@@ -35,6 +35,7 @@ struct TenantFigures {
     consecutive_failures: u32,
     /// Why the last failed cycle failed.
     last_error: Option<String>,
+    dropped: u64,
 }
 
 impl TenantFigures {
@@ -161,6 +162,7 @@ impl Metrics {
             }
             dropped += e.dropped;
         }
+        f.dropped += dropped;
         f.throttled = api.throttled;
         f.token_fetches = api.token_fetches;
         f.token_fallbacks = api.token_fallbacks;
@@ -187,7 +189,9 @@ impl Metrics {
                 .field("token_fallbacks", f.token_fallbacks as i64)
                 .field("consecutive_failures", i64::from(f.consecutive_failures))
                 .field("healthy", i64::from(!self.is_unhealthy(f)))
-                .field("spool_bytes", sink.spool_bytes as i64),
+                .field("spool_bytes", sink.spool_bytes as i64)
+                .field("dropped_points", f.dropped as i64)
+                .field("dead_letters", sink.dead_letters as i64),
         )
     }
 
@@ -523,5 +527,40 @@ mod tests {
             m.record(&good, api, now),
             Some(HealthChange::Recovered { after_failures: 2 })
         ));
+    }
+
+    /// The health dashboard reads losses from the point: a tenant's dropped points add up over
+    /// cycles, dead letters are the sink's.
+    #[test]
+    fn the_point_carries_dropped_points_and_dead_letters() {
+        let m = Metrics::new();
+        let summary = |dropped| TenantSummary {
+            tenant: "Contoso".into(),
+            customer_id: "c1".into(),
+            error: None,
+            entities: vec![crate::collect::EntityStats {
+                kind: "machines".into(),
+                records: 10,
+                points_written: 10 - dropped,
+                dropped,
+                ..Default::default()
+            }],
+            duration: std::time::Duration::from_millis(1500),
+        };
+        let at = DateTime::from_timestamp(1_772_442_000, 0).unwrap();
+        m.record(&summary(3), ApiCounts::default(), at);
+        m.record(&summary(2), ApiCounts::default(), at);
+        let sink = SinkStats {
+            dead_letters: 4,
+            ..SinkStats::default()
+        };
+        let p = m.point("Contoso", &sink, at).unwrap();
+        let mut line = Vec::new();
+        crate::lineproto::encode(&p, &mut line).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(line.contains(",dropped_points=5i,"), "{line}");
+        assert!(line.contains(",dead_letters=4i "), "{line}");
+        assert!(!line.contains("last_success"), "{line}");
+        assert!(m.point("Fabrikam", &sink, at).is_none());
     }
 }
