@@ -247,9 +247,7 @@ async fn walk<C: Collector>(
     // paged; the `$skip` of later pages then shifted by one and a row may have been skipped, so
     // the watermark must not pass the first sighting (it is re-read next cycle; points are
     // idempotent, so the re-read costs nothing but time).
-    let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-    let mut cap: Option<DateTime<Utc>> = None;
-    let mut max_seen: Option<DateTime<Utc>> = None;
+    let mut marks = WalkMarks::default();
     let mut points = Vec::new();
     let incremental = c.watermark_field().is_some();
     let is_logon = name == "connections";
@@ -275,28 +273,12 @@ async fn walk<C: Collector>(
         stats.pages += 1;
         points.clear();
         stats.records += page.bad.len() as u64;
-        for r in &page.value {
-            stats.records += 1;
-            if incremental {
-                let wm = c.watermark(r);
-                if let Some(key) = c.key(r) {
-                    if let Some(first_wm) = seen.get(&key) {
-                        cap = min_opt(cap, *first_wm);
-                        tracing::debug!(tenant = %ctx.customer, entity = %name, key,
-                            "Row seen twice in one walk (modified while paging).");
-                    } else {
-                        seen.insert(key, wm);
-                    }
-                }
-                max_seen = max_opt(max_seen, wm);
-            }
-            let before = points.len();
-            if let Err(e) = c.map(r, &state, ctx, &mut points) {
-                points.truncate(before);
-                stats.rejected += 1;
-                tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
-                    "Record skipped: it cannot be mapped to a point.");
-            }
+        stats.records += page.value.len() as u64;
+        let marks = incremental.then_some(&mut marks);
+        for e in map_page(c, &page.value, &state, ctx, marks, &mut points) {
+            stats.rejected += 1;
+            tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
+                "Record skipped: it cannot be mapped to a point.");
         }
         if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
@@ -336,7 +318,7 @@ async fn walk<C: Collector>(
     }
 
     if incremental {
-        let new = match (max_seen, cap) {
+        let new = match (marks.max_seen, marks.cap) {
             (Some(m), Some(c)) => Some(m.min(c)),
             (m, None) => m,
             (None, Some(c)) => Some(c),
@@ -351,6 +333,53 @@ async fn walk<C: Collector>(
         }
     }
     Ok(())
+}
+
+/// What an incremental walk remembers across its pages to place the new watermark.
+#[derive(Debug, Default)]
+pub struct WalkMarks {
+    /// Key → watermark value at first sight (see `walk`).
+    seen: HashMap<String, Option<DateTime<Utc>>>,
+    /// The watermark must not pass this: a row seen twice was first seen here.
+    cap: Option<DateTime<Utc>>,
+    /// Highest watermark value read.
+    max_seen: Option<DateTime<Utc>>,
+}
+
+/// The CPU work of one decoded page: maps every record into `points` (appended) and, for an
+/// incremental walk (`marks`), notes keys and watermark values. Returns the errors of the
+/// records that produced no point (their partial points are removed). The harvest walk calls
+/// it for every page; the benchmarks call it to measure the same path.
+pub fn map_page<C: Collector>(
+    c: &C,
+    records: &[C::Record],
+    state: &C::State,
+    ctx: &Ctx,
+    mut marks: Option<&mut WalkMarks>,
+    points: &mut Vec<Point>,
+) -> Vec<MapError> {
+    let mut errors = Vec::new();
+    for r in records {
+        if let Some(m) = marks.as_deref_mut() {
+            let wm = c.watermark(r);
+            if let Some(key) = c.key(r) {
+                if let Some(first_wm) = m.seen.get(&key) {
+                    m.cap = min_opt(m.cap, *first_wm);
+                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key,
+                        "Row seen twice in one walk (modified while paging).");
+                } else {
+                    m.seen.insert(key, wm);
+                }
+            }
+            m.max_seen = max_opt(m.max_seen, wm);
+        }
+        let before = points.len();
+        if let Err(e) = c.map(r, state, ctx, points) {
+            points.truncate(before);
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 /// A decoded page: the records that have the expected shape, and (index, reason) of those

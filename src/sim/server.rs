@@ -637,30 +637,55 @@ async fn monitor(
             ),
         );
     };
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let opts = match odata::parse_options(&pairs, def) {
-        Ok(o) => o,
-        Err(e) => {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                &format!("The query specified in the URI is not valid. {e}"),
-            );
-        }
-    };
     let base = service_base(&headers, ctx.local);
-    let tenant = &state.tenants[t];
-    let data = tenant.data();
-    let page = odata::run(&data, def, &opts, &pairs, &base, state.opts.page_size);
-    let rows = page.value.len();
-    match serde_json::to_vec(&page) {
-        Ok(body) => finish_ok(state, t, def.set, rows, body),
-        Err(e) => odata_error(
+    match state.page_body(t, def, uri.query().unwrap_or(""), &base) {
+        Ok((body, rows)) => finish_ok(state, t, def.set, rows, body),
+        Err(PageError::Query(e)) => odata_error(
+            StatusCode::BAD_REQUEST,
+            &format!("The query specified in the URI is not valid. {e}"),
+        ),
+        Err(PageError::Serialize(e)) => odata_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("serialization failed: {e}"),
         ),
+    }
+}
+
+/// Why a collection query produced no page body.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("{0}")]
+    Query(String),
+    #[error("{0}")]
+    Serialize(String),
+}
+
+impl State {
+    /// The body of one page of a collection query (the raw query string, `base` the service
+    /// root the links point to) and its row count: what the handler serves on a 200, faults
+    /// aside. Also used by `Simulator::page_body` for benchmarks.
+    pub fn page_body(
+        &self,
+        t: usize,
+        def: &'static super::schema::EntityDef,
+        query: &str,
+        base: &str,
+    ) -> Result<(Vec<u8>, usize), PageError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let opts =
+            odata::parse_options(&pairs, def).map_err(|e| PageError::Query(e.to_string()))?;
+        let data = self.tenants[t].data();
+        let page = odata::run(&data, def, &opts, &pairs, base, self.opts.page_size);
+        let rows = page.value.len();
+        let body = serde_json::to_vec(&page).map_err(|e| PageError::Serialize(e.to_string()))?;
+        Ok((body, rows))
+    }
+
+    /// Tenant index of a customer id.
+    pub fn tenant_index(&self, customer_id: &str) -> Option<usize> {
+        self.by_customer.get(customer_id).copied()
     }
 }
 
