@@ -165,6 +165,8 @@ for n in "$@"; do
     # The daemon on the state the --once run left: its first cycle reads only the overlap of
     # connections (nothing new) and the machine snapshot; then it waits an hour.
     start_vm
+    $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" >/dev/null
     "$harvester" --config "$work/harvester.toml" >"$work/daemon-$n.out" 2>"$work/daemon-$n.err" &
     d_pid=$!
     pids+=("$d_pid")

@@ -257,29 +257,35 @@ async fn walk<C: Collector>(
             stats.interrupted = true;
             return Ok(());
         }
-        let body = client
-            .get(&name, &url)
+        // The request slot stays ours until the sink has acknowledged this page's points, so
+        // pages in memory are bounded by max_concurrent_requests, not by tenants × page size
+        // when the sink is slower than Citrix.
+        let (body, slot) = client
+            .get_page(&name, &url)
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
-        let page = decode_page::<C::Record>(&body).map_err(|e| {
+        let mut page = decode_page::<C::Record>(&body).map_err(|e| {
             let err = client.error(&name, &url, MonitorErrorKind::Decode(e));
             ("decode", err.to_string())
         })?;
+        drop(body);
         for (index, why) in &page.bad {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, index, error = %why,
                 "Record skipped: it does not have the expected shape.");
         }
         stats.pages += 1;
-        points.clear();
         stats.records += page.bad.len() as u64;
         stats.records += page.value.len() as u64;
+        points.reserve(page.value.len());
         let marks = incremental.then_some(&mut marks);
         for e in map_page(c, &page.value, &state, ctx, marks, &mut points) {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
                 "Record skipped: it cannot be mapped to a point.");
         }
+        // The points own copies of what they need: free the records before the sink.
+        page.value = Vec::new();
         if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
         }
@@ -289,6 +295,9 @@ async fn walk<C: Collector>(
                 format!("tenant {}, entity {name}: {e}", ctx.customer),
             )
         })?;
+        // Nothing of this page stays in memory while the walk waits for its next slot.
+        points = Vec::new();
+        drop(slot);
         stats.points_written += report.written as u64;
         stats.rejected += report.rejected as u64;
         stats.dropped += report.dropped as u64;
@@ -338,8 +347,10 @@ async fn walk<C: Collector>(
 /// What an incremental walk remembers across its pages to place the new watermark.
 #[derive(Debug, Default)]
 pub struct WalkMarks {
-    /// Key → watermark value at first sight (see `walk`).
-    seen: HashMap<String, Option<DateTime<Utc>>>,
+    /// Hash of the key → watermark value at first sight (see `walk`). A hash keeps a long
+    /// walk's memory small; a collision can only make a row look seen twice, which caps the
+    /// watermark lower (a re-read), never higher.
+    seen: HashMap<u64, Option<DateTime<Utc>>>,
     /// The watermark must not pass this: a row seen twice was first seen here.
     cap: Option<DateTime<Utc>>,
     /// Highest watermark value read.
@@ -363,12 +374,13 @@ pub fn map_page<C: Collector>(
         if let Some(m) = marks.as_deref_mut() {
             let wm = c.watermark(r);
             if let Some(key) = c.key(r) {
-                if let Some(first_wm) = m.seen.get(&key) {
+                let hash = key_hash(&key);
+                if let Some(first_wm) = m.seen.get(&hash) {
                     m.cap = min_opt(m.cap, *first_wm);
                     tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key,
                         "Row seen twice in one walk (modified while paging).");
                 } else {
-                    m.seen.insert(key, wm);
+                    m.seen.insert(hash, wm);
                 }
             }
             m.max_seen = max_opt(m.max_seen, wm);
@@ -380,6 +392,12 @@ pub fn map_page<C: Collector>(
         }
     }
     errors
+}
+
+/// A 64-bit hash of a record key, the same within a process (SipHash with fixed keys).
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
 
 /// A decoded page: the records that have the expected shape, and (index, reason) of those
