@@ -3,7 +3,7 @@
 a harvester config and a baseline config, reads the simulator's served-row counters, counts
 the points that arrived in VictoriaMetrics, and reads /metrics and /proc figures.
 
-  e2e_helper.py configs SIM_OUT SIM_URL FALLBACK_URL VM_URL STATE_DIR LOOKBACK_S LISTEN OUT_DIR
+  e2e_helper.py configs SIM_OUT SIM_URL FALLBACK_URL VM_URL STATE_DIR LOOKBACK_S LISTEN OUT_DIR [MAX]
   e2e_helper.py served SIM_URL              -> "<connections rows> <machines rows>"
   e2e_helper.py count VM_URL EXPECTED       -> points of citrix_logon and citrix_machine
   e2e_helper.py cycles METRICS_URL          -> tenants with a finished successful cycle
@@ -24,7 +24,8 @@ def toml_str(s):
     return json.dumps(s, ensure_ascii=False)
 
 
-def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir):
+def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir,
+            max_concurrent_requests=""):
     tenants = []
     for line in open(sim_out, encoding="utf-8"):
         m = TENANT.match(line.rstrip("\n"))
@@ -39,6 +40,10 @@ def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, liste
         f'lookback = "{lookback_s}s"',
         "allow_inline_secrets = true",
         f"listen = {toml_str(listen)}",
+    ]
+    if max_concurrent_requests:
+        lines.append(f"max_concurrent_requests = {int(max_concurrent_requests)}")
+    lines += [
         "",
         "[harvester.schedule]",
         'machines = "1h"',
