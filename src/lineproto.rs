@@ -95,6 +95,22 @@ impl Point {
         }
     }
 
+    /// Like [`Point::new`] with room for `tags` tags and `fields` fields, so a collector that
+    /// knows its shape builds the point without growing it (the per-record hot path).
+    pub fn with_capacity(
+        measurement: impl Into<Cow<'static, str>>,
+        timestamp_ns: i64,
+        tags: usize,
+        fields: usize,
+    ) -> Self {
+        Point {
+            measurement: measurement.into(),
+            tags: Vec::with_capacity(tags),
+            fields: Vec::with_capacity(fields),
+            timestamp_ns,
+        }
+    }
+
     /// Adds a tag. An empty value is allowed here and omitted at encode time, so callers can
     /// pass optional source values straight through.
     pub fn tag(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {

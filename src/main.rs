@@ -104,6 +104,13 @@ enum Command {
         /// Server-driven page size (Citrix: 100 on-premises, up to 1000 in the cloud).
         #[arg(long, default_value_t = 100)]
         page_size: usize,
+        /// Sessions per day of tenant 0 (others 0.35–1.2 times that); about 2 connections
+        /// per session. Scales the data volume, e.g. for benchmarks.
+        #[arg(long, default_value_t = 300)]
+        sessions_per_day: usize,
+        /// Days of history the data covers (up to now).
+        #[arg(long, default_value_t = 2.0)]
+        history_days: f64,
     },
     /// Ask a running harvester's `/readyz` (harvester.listen) whether it is ready; exit 0 if so.
     /// For container health checks: the image needs no curl.
@@ -401,11 +408,15 @@ async fn main() -> ExitCode {
             tenants,
             seed,
             page_size,
+            sessions_per_day,
+            history_days,
         }) => {
             let opts = SimOptions {
                 tenants,
                 seed,
                 page_size,
+                sessions_per_day,
+                history: chrono::Duration::seconds((history_days.max(0.0) * 86_400.0) as i64),
                 ..SimOptions::default()
             };
             simulate(listen, fallback_listen, opts).await

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::citrix::auth::{AuthError, TokenSource, error_chain};
 use crate::config::{AuthScheme, CitrixConfig, TenantConfig};
@@ -183,6 +183,19 @@ impl MonitorClient {
 
     /// GETs one page, with retries; the body bytes of a 2xx answer.
     pub async fn get(&self, entity: &str, url: &str) -> Result<Vec<u8>, MonitorError> {
+        self.get_page(entity, url).await.map(|(body, _slot)| body)
+    }
+
+    /// Like [`MonitorClient::get`], and also hands over the global request slot the answer
+    /// came in on: the harvest walk keeps it until the page's points are acknowledged, so the
+    /// pages held in memory (fetched, decoded, mapped, being written) are bounded by
+    /// `max_concurrent_requests` however many tenants there are and however slow the sink.
+    /// Backoff between attempts still holds no slot (DESIGN.md rule 4).
+    pub async fn get_page(
+        &self,
+        entity: &str,
+        url: &str,
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorError> {
         let _tenant_turn = self.one_at_a_time.lock().await;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -209,7 +222,10 @@ impl MonitorClient {
     }
 
     /// One attempt, plus one immediate retry with a fresh token when the first answer is 401.
-    async fn get_refreshing_token(&self, url: &str) -> Result<Vec<u8>, MonitorErrorKind> {
+    async fn get_refreshing_token(
+        &self,
+        url: &str,
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
         let token = self.tokens.token().await?;
         match self.send(url, &token).await {
             Err(MonitorErrorKind::Http { status: 401, .. }) => {
@@ -233,15 +249,16 @@ impl MonitorClient {
         &self,
         url: &str,
         token: &crate::secret::Secret,
-    ) -> Result<Vec<u8>, MonitorErrorKind> {
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
         let auth = match self.scheme {
             AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
             AuthScheme::Bearer => format!("Bearer {}", token.expose()),
         };
         // Hold a global slot only while the request is on the wire, not while backing off.
-        let _slot = self
+        let slot = self
             .global
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -271,7 +288,8 @@ impl MonitorClient {
                     snippet(&body)
                 )));
             }
-            return Ok(body.to_vec());
+            // Takes over the buffer when it is not shared (no copy of a megabyte page).
+            return Ok((Vec::from(body), slot));
         }
         if status.as_u16() == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);

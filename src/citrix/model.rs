@@ -18,6 +18,87 @@ pub struct Page<T> {
 
 pub type Date = Option<DateTime<Utc>>;
 
+/// Deserializes a [`Date`] (every date field uses it): a JSON null is `None`, a string is an
+/// ISO-8601 instant. Dates are most of a page's values, so the shape the service sends
+/// (citrix-monitor-api.md §5.4: `YYYY-MM-DDTHH:MM:SS`, 0–7 fraction digits, `Z`) is parsed
+/// here directly from the borrowed text; anything else (offsets, leap seconds, more than nine
+/// digits) goes to chrono's general parser, which the fast path agrees with (a test compares
+/// them).
+fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Date;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an ISO-8601 date-time string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Date, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Date, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Date, D2::Error> {
+            d.deserialize_str(V)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Date, E> {
+            parse_date(s).map(Some).map_err(E::custom)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// Parses an instant as [`date`] does.
+pub fn parse_date(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    match parse_date_fast(s.as_bytes()) {
+        Some(t) => Ok(t),
+        None => s.parse::<DateTime<Utc>>(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (also `t`/` ` and `z`, as chrono accepts), else `None`.
+fn parse_date_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        let mut v = 0u32;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as u32;
+        }
+        Some(v)
+    }
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+        || !matches!(b[b.len() - 1], b'Z' | b'z')
+    {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let min = digits(&b[14..16])?;
+    let sec = digits(&b[17..19])?;
+    let frac = &b[19..b.len() - 1];
+    let nanos = match frac {
+        [] => 0,
+        [b'.', f @ ..] if !f.is_empty() && f.len() <= 9 => {
+            digits(f)? * 10u32.pow(9 - f.len() as u32)
+        }
+        _ => return None,
+    };
+    if sec > 59 {
+        return None; // a leap second: chrono's parser knows how to represent it
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(hour, min, sec, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
 /// An id whose Edm type is not documented (a number on one service, a Guid string on another):
 /// kept as text either way.
 fn flexible_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -90,6 +171,7 @@ pub struct Machine {
     pub os_type: Option<String>,
     #[serde(rename = "IPAddress")]
     pub ip_address: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub desktop_group: Option<DesktopGroup>,
     pub catalog: Option<Catalog>,
@@ -100,11 +182,15 @@ pub struct Machine {
 #[serde(rename_all = "PascalCase", default)]
 pub struct Session {
     pub session_key: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub failure_date: Date,
     pub exit_code: Option<i64>,
     pub lifecycle_state: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
+    #[serde(deserialize_with = "date")]
     pub start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub end_date: Date,
     pub log_on_duration: Option<i64>,
     pub connection_state: Option<i64>,
@@ -127,27 +213,44 @@ pub struct Connection {
     pub is_reconnect: Option<bool>,
     pub is_secure_ica: Option<bool>,
     pub protocol: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub log_on_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub log_on_end_date: Date,
     pub brokering_duration: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub brokering_date: Date,
     #[serde(rename = "VMStartStartDate")]
+    #[serde(deserialize_with = "date")]
     pub vm_start_start_date: Date,
     #[serde(rename = "VMStartEndDate")]
+    #[serde(deserialize_with = "date")]
     pub vm_start_end_date: Date,
+    #[serde(deserialize_with = "date")]
     pub hdx_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub hdx_end_date: Date,
     pub authentication_duration: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub gpo_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub gpo_end_date: Date,
+    #[serde(deserialize_with = "date")]
     pub log_on_scripts_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub log_on_scripts_end_date: Date,
+    #[serde(deserialize_with = "date")]
     pub profile_load_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub profile_load_end_date: Date,
+    #[serde(deserialize_with = "date")]
     pub interactive_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub interactive_end_date: Date,
     pub session_key: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub session: Option<Session>,
 }
@@ -157,11 +260,14 @@ pub struct Connection {
 pub struct ConnectionFailureLog {
     pub id: Option<i64>,
     pub session_key: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub failure_date: Date,
     pub user_id: Option<i64>,
     pub machine_id: Option<String>,
     pub connection_failure_enum_value: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub machine: Option<Machine>,
     pub user: Option<User>,
@@ -180,11 +286,15 @@ pub struct ConnectionFailureCategory {
 pub struct MachineFailureLog {
     pub id: Option<i64>,
     pub machine_id: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub failure_start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub failure_end_date: Date,
     pub fault_state: Option<i64>,
     pub last_deregistered_code: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub machine: Option<Machine>,
 }
@@ -193,6 +303,7 @@ pub struct MachineFailureLog {
 #[serde(rename_all = "PascalCase", default)]
 pub struct SessionActivitySummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub desktop_group_id: Option<String>,
     pub connected_session_count: Option<i64>,
@@ -208,6 +319,7 @@ pub struct SessionActivitySummary {
 #[serde(rename_all = "PascalCase", default)]
 pub struct LogOnSummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub desktop_group_id: Option<String>,
     pub total_duration: Option<i64>,
@@ -238,6 +350,7 @@ pub struct LogOnSummary {
 #[serde(rename_all = "PascalCase", default)]
 pub struct LoadIndexSummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub machine_id: Option<String>,
     pub sum_count: Option<f64>,
@@ -255,6 +368,7 @@ pub struct LoadIndexSummary {
 #[serde(rename_all = "PascalCase", default)]
 pub struct FailureLogSummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub desktop_group_id: Option<String>,
     pub failure_category: Option<i64>,
@@ -268,6 +382,7 @@ pub struct FailureLogSummary {
 #[serde(rename_all = "PascalCase", default)]
 pub struct MachineSummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub desktop_group_id: Option<String>,
     pub powered_on_machines_count: Option<i64>,
@@ -289,7 +404,9 @@ pub struct LoadIndexRow {
     pub network: Option<f64>,
     pub session_count: Option<f64>,
     pub machine_id: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub machine: Option<Machine>,
 }
@@ -299,6 +416,7 @@ pub struct LoadIndexRow {
 pub struct ResourceUtilization {
     pub id: Option<i64>,
     pub machine_id: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub collected_date: Date,
     pub percent_cpu: Option<f64>,
     pub used_memory: Option<f64>,
@@ -311,6 +429,7 @@ pub struct ResourceUtilization {
 #[serde(rename_all = "PascalCase", default)]
 pub struct ResourceUtilizationSummary {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub machine_id: Option<String>,
     pub desktop_group_id: Option<String>,
@@ -329,6 +448,7 @@ pub struct ResourceUtilizationSummary {
 pub struct MachineMetric {
     pub id: Option<i64>,
     pub machine_id: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub collected_date: Date,
     pub iops: Option<f64>,
     pub latency: Option<f64>,
@@ -339,6 +459,7 @@ pub struct MachineMetric {
 #[serde(rename_all = "PascalCase", default)]
 pub struct SessionMetrics {
     pub id: Option<i64>,
+    #[serde(deserialize_with = "date")]
     pub collected_date: Date,
     #[serde(rename = "IcaRttMS")]
     pub ica_rtt_ms: Option<f64>,
@@ -348,6 +469,7 @@ pub struct SessionMetrics {
     #[serde(rename = "ServerL7Latency")]
     pub server_l7_latency: Option<f64>,
     pub session_id: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub session: Option<Session>,
 }
@@ -375,7 +497,9 @@ pub struct MachineHotfixLog {
     pub hotfix_id: Option<String>,
     pub change_type: Option<i64>,
     pub current_state: Option<bool>,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub machine: Option<Machine>,
     pub hotfix: Option<Hotfix>,
@@ -395,9 +519,13 @@ pub struct ApplicationInstance {
     pub id: Option<i64>,
     pub application_id: Option<String>,
     pub session_key: Option<String>,
+    #[serde(deserialize_with = "date")]
     pub start_date: Date,
+    #[serde(deserialize_with = "date")]
     pub end_date: Date,
+    #[serde(deserialize_with = "date")]
     pub created_date: Date,
+    #[serde(deserialize_with = "date")]
     pub modified_date: Date,
     pub application: Option<Application>,
     pub session: Option<Session>,
@@ -406,6 +534,46 @@ pub struct ApplicationInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fast date path agrees with chrono on every shape near the service's.
+        #[test]
+        fn fast_dates_agree_with_chrono(
+            y in 0u32..10000, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61,
+            s in 0u32..62, frac in proptest::option::of("[0-9]{0,11}"),
+            sep in prop::sample::select(vec!["T", "t", " ", "X"]),
+            z in prop::sample::select(vec!["Z", "z", "+00:00", "+02:00", ""]),
+        ) {
+            let text = format!(
+                "{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{}{z}",
+                frac.map(|f| format!(".{f}")).unwrap_or_default()
+            );
+            let want = text.parse::<DateTime<Utc>>().ok();
+            prop_assert_eq!(parse_date(&text).ok(), want, "{}", text);
+        }
+    }
+
+    #[test]
+    fn dates_null_missing_and_malformed() {
+        let c: Connection = serde_json::from_str(
+            r#"{"LogOnStartDate":null,"BrokeringDate":"2024-07-31T11:22:37.4730000Z",
+                "CreatedDate":"2024-07-31T13:22:37.473+02:00"}"#,
+        )
+        .unwrap();
+        assert!(c.log_on_start_date.is_none() && c.modified_date.is_none());
+        assert_eq!(c.brokering_date, c.created_date);
+        assert_eq!(
+            c.brokering_date.unwrap().timestamp_subsec_nanos(),
+            473_000_000
+        );
+        assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":"yesterday"}"#).is_err());
+        assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":5}"#).is_err());
+        // The per-record fallback of decode_page goes through serde_json::Value.
+        let v = serde_json::json!({"BrokeringDate": "2024-07-31T11:22:37Z", "LogOnEndDate": null});
+        let c: Connection = serde_json::from_value(v).unwrap();
+        assert!(c.brokering_date.is_some() && c.log_on_end_date.is_none());
+    }
 
     #[test]
     fn decodes_real_shapes_with_nulls_and_variable_fractions() {

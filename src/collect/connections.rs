@@ -114,7 +114,7 @@ impl Collector for Connections {
                 .then(|| session.and_then(|s| s.log_on_duration))
                 .flatten()
         });
-        let p = Point::new(MEASUREMENT, record_timestamp_ns(when, id))
+        let p = Point::with_capacity(MEASUREMENT, record_timestamp_ns(when, id), 5, 17)
             .tag("customer", ctx.customer.clone())
             .tag("customer_id", ctx.customer_id.clone())
             .tag("delivery_group", delivery_group)

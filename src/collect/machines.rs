@@ -83,7 +83,7 @@ impl Collector for Machines {
         let reg = m.current_registration_state;
         let power = m.current_power_state;
         let fault = m.fault_state;
-        let p = Point::new(MEASUREMENT, ts)
+        let p = Point::with_capacity(MEASUREMENT, ts, 8, 11)
             .tag("customer", ctx.customer.clone())
             .tag("customer_id", ctx.customer_id.clone())
             .tag(

@@ -275,9 +275,7 @@ async fn walk<C: Collector>(
     // paged; the `$skip` of later pages then shifted by one and a row may have been skipped, so
     // the watermark must not pass the first sighting (it is re-read next cycle; points are
     // idempotent, so the re-read costs nothing but time).
-    let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-    let mut cap: Option<DateTime<Utc>> = None;
-    let mut max_seen: Option<DateTime<Utc>> = None;
+    let mut marks = WalkMarks::default();
     let mut points = Vec::new();
     let incremental = c.watermark_field().is_some();
     let is_logon = name == "connections";
@@ -287,45 +285,35 @@ async fn walk<C: Collector>(
             stats.interrupted = true;
             return Ok(());
         }
-        let body = client
-            .get(&name, &url)
+        // The request slot stays ours until the sink has acknowledged this page's points, so
+        // pages in memory are bounded by max_concurrent_requests, not by tenants × page size
+        // when the sink is slower than Citrix.
+        let (body, slot) = client
+            .get_page(&name, &url)
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
-        let page = decode_page::<C::Record>(&body).map_err(|e| {
+        let mut page = decode_page::<C::Record>(&body).map_err(|e| {
             let err = client.error(&name, &url, MonitorErrorKind::Decode(e));
             ("decode", err.to_string())
         })?;
+        drop(body);
         for (index, why) in &page.bad {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, index, error = %why,
                 "Record skipped: it does not have the expected shape.");
         }
         stats.pages += 1;
-        points.clear();
         stats.records += page.bad.len() as u64;
-        for r in &page.value {
-            stats.records += 1;
-            if incremental {
-                let wm = c.watermark(r);
-                if let Some(key) = c.key(r) {
-                    if let Some(first_wm) = seen.get(&key) {
-                        cap = min_opt(cap, *first_wm);
-                        tracing::debug!(tenant = %ctx.customer, entity = %name, key,
-                            "Row seen twice in one walk (modified while paging).");
-                    } else {
-                        seen.insert(key, wm);
-                    }
-                }
-                max_seen = max_opt(max_seen, wm);
-            }
-            let before = points.len();
-            if let Err(e) = c.map(r, &state, ctx, &mut points) {
-                points.truncate(before);
-                stats.rejected += 1;
-                tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
-                    "Record skipped: it cannot be mapped to a point.");
-            }
+        stats.records += page.value.len() as u64;
+        points.reserve(page.value.len());
+        let marks = incremental.then_some(&mut marks);
+        for e in map_page(c, &page.value, &state, ctx, marks, &mut points) {
+            stats.rejected += 1;
+            tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
+                "Record skipped: it cannot be mapped to a point.");
         }
+        // The points own copies of what they need: free the records before the sink.
+        page.value = Vec::new();
         if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
         }
@@ -335,6 +323,9 @@ async fn walk<C: Collector>(
                 format!("tenant {}, entity {name}: {e}", ctx.customer),
             )
         })?;
+        // Nothing of this page stays in memory while the walk waits for its next slot.
+        points = Vec::new();
+        drop(slot);
         stats.points_written += report.written as u64;
         stats.rejected += report.rejected as u64;
         stats.dropped += report.dropped as u64;
@@ -365,9 +356,9 @@ async fn walk<C: Collector>(
 
     if incremental && env.window.is_some() {
         // A backfill window never moves the live watermark; its driver records the progress.
-        stats.watermark = max_seen;
+        stats.watermark = marks.max_seen;
     } else if incremental {
-        let new = match (max_seen, cap) {
+        let new = match (marks.max_seen, marks.cap) {
             (Some(m), Some(c)) => Some(m.min(c)),
             (m, None) => m,
             (None, Some(c)) => Some(c),
@@ -382,6 +373,62 @@ async fn walk<C: Collector>(
         }
     }
     Ok(())
+}
+
+/// What an incremental walk remembers across its pages to place the new watermark.
+#[derive(Debug, Default)]
+pub struct WalkMarks {
+    /// Hash of the key → watermark value at first sight (see `walk`). A hash keeps a long
+    /// walk's memory small; a collision can only make a row look seen twice, which caps the
+    /// watermark lower (a re-read), never higher.
+    seen: HashMap<u64, Option<DateTime<Utc>>>,
+    /// The watermark must not pass this: a row seen twice was first seen here.
+    cap: Option<DateTime<Utc>>,
+    /// Highest watermark value read.
+    max_seen: Option<DateTime<Utc>>,
+}
+
+/// The CPU work of one decoded page: maps every record into `points` (appended) and, for an
+/// incremental walk (`marks`), notes keys and watermark values. Returns the errors of the
+/// records that produced no point (their partial points are removed). The harvest walk calls
+/// it for every page; the benchmarks call it to measure the same path.
+pub fn map_page<C: Collector>(
+    c: &C,
+    records: &[C::Record],
+    state: &C::State,
+    ctx: &Ctx,
+    mut marks: Option<&mut WalkMarks>,
+    points: &mut Vec<Point>,
+) -> Vec<MapError> {
+    let mut errors = Vec::new();
+    for r in records {
+        if let Some(m) = marks.as_deref_mut() {
+            let wm = c.watermark(r);
+            if let Some(key) = c.key(r) {
+                let hash = key_hash(&key);
+                if let Some(first_wm) = m.seen.get(&hash) {
+                    m.cap = min_opt(m.cap, *first_wm);
+                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key,
+                        "Row seen twice in one walk (modified while paging).");
+                } else {
+                    m.seen.insert(hash, wm);
+                }
+            }
+            m.max_seen = max_opt(m.max_seen, wm);
+        }
+        let before = points.len();
+        if let Err(e) = c.map(r, state, ctx, points) {
+            points.truncate(before);
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// A 64-bit hash of a record key, the same within a process (SipHash with fixed keys).
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
 
 /// A decoded page: the records that have the expected shape, and (index, reason) of those

@@ -125,6 +125,27 @@ impl Simulator {
         self.state.tenant_list()
     }
 
+    /// The body of one page exactly as the server answers `GET url` for this tenant (faults
+    /// and statistics aside), without HTTP: for benchmarks of the decode path. `url` is an
+    /// absolute Monitor URL such as a collector's query or a nextLink; its links keep its host.
+    pub fn page_body(&self, customer_id: &str, url: &str) -> Result<Vec<u8>, String> {
+        let t = self
+            .state
+            .tenant_index(customer_id)
+            .ok_or_else(|| format!("no simulated tenant {customer_id}"))?;
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let path = parsed.path();
+        let (root, set) = path
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{url}: no entity set"))?;
+        let def = schema::entity_set(set).ok_or_else(|| format!("no entity set {set}"))?;
+        let base = format!("{}{root}", &parsed[..url::Position::BeforePath]);
+        self.state
+            .page_body(t, def, parsed.query().unwrap_or(""), &base)
+            .map(|(body, _)| body)
+            .map_err(|e| e.to_string())
+    }
+
     /// Binds the regional and the fallback token listener on `ip` with ephemeral ports and
     /// serves in a background task until the handle is shut down or dropped.
     pub async fn start(self, ip: IpAddr) -> std::io::Result<SimHandle> {

@@ -639,51 +639,30 @@ async fn monitor(
             ),
         );
     };
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let opts = match odata::parse_options(&pairs, def) {
-        Ok(o) => o,
-        Err(e) => {
+    let base = service_base(&headers, ctx.local);
+    let (body, rows) = match state.page_body(t, def, uri.query().unwrap_or(""), &base) {
+        Ok(x) => x,
+        Err(PageError::Query(e)) => {
             return odata_error(
                 StatusCode::BAD_REQUEST,
                 &format!("The query specified in the URI is not valid. {e}"),
             );
         }
-    };
-    let base = service_base(&headers, ctx.local);
-    let tenant = &state.tenants[t];
-    let (rows, body, has_next) = {
-        let data = tenant.data();
-        let page = odata::run(&data, def, &opts, &pairs, &base, state.opts.page_size);
-        (
-            page.value.len(),
-            serde_json::to_vec(&page),
-            page.next_link.is_some(),
-        )
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => {
+        Err(PageError::Serialize(e)) => {
             return odata_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("serialization failed: {e}"),
             );
         }
     };
-    if has_next && def.prop("ModifiedDate").is_some() && take_touch(tenant) {
-        touch_first_row(state, tenant, def, &body);
+    if def.prop("ModifiedDate").is_some() && state.tenants[t].faults().touch_after_page {
+        touch_first_row(state, &state.tenants[t], def, &body);
     }
     finish_ok(state, t, def.set, rows, body)
 }
 
-fn take_touch(tenant: &Tenant) -> bool {
-    std::mem::take(&mut tenant.faults().touch_after_page)
-}
-
-/// The `touch_after_page` fault: sets `ModifiedDate` of the first row of the page just served
-/// (found by its key in `body`) to the simulator's now.
+/// The `touch_after_page` fault: once a page with a nextLink was served, sets `ModifiedDate` of
+/// its first row (found by its key in `body`) to the simulator's now and clears the switch.
 fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8]) {
     let Ok(page) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
@@ -691,6 +670,10 @@ fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8])
     let Some(key) = page["value"][0][def.key].as_i64() else {
         return;
     };
+    if page.get("@odata.nextLink").is_none() {
+        return;
+    }
+    tenant.faults().touch_after_page = false;
     let now = state.now();
     let (k, m) = (def.key_index(), def.prop("ModifiedDate").expect("checked"));
     let _world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
@@ -703,6 +686,44 @@ fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8])
         row[m] = Val::Date(now);
     }
     *data = TenantData::new(all);
+}
+
+/// Why a collection query produced no page body.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("{0}")]
+    Query(String),
+    #[error("{0}")]
+    Serialize(String),
+}
+
+impl State {
+    /// The body of one page of a collection query (the raw query string, `base` the service
+    /// root the links point to) and its row count: what the handler serves on a 200, faults
+    /// aside. Also used by `Simulator::page_body` for benchmarks.
+    pub fn page_body(
+        &self,
+        t: usize,
+        def: &'static super::schema::EntityDef,
+        query: &str,
+        base: &str,
+    ) -> Result<(Vec<u8>, usize), PageError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let opts =
+            odata::parse_options(&pairs, def).map_err(|e| PageError::Query(e.to_string()))?;
+        let data = self.tenants[t].data();
+        let page = odata::run(&data, def, &opts, &pairs, base, self.opts.page_size);
+        let rows = page.value.len();
+        let body = serde_json::to_vec(&page).map_err(|e| PageError::Serialize(e.to_string()))?;
+        Ok((body, rows))
+    }
+
+    /// Tenant index of a customer id.
+    pub fn tenant_index(&self, customer_id: &str) -> Option<usize> {
+        self.by_customer.get(customer_id).copied()
+    }
 }
 
 /// A minimal CSDL document: entity types, keys, properties and navigations of the simulated

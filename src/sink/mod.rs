@@ -563,7 +563,10 @@ impl Sink {
     pub async fn write(&self, points: &[Point]) -> Result<WriteReport, SinkError> {
         let inner = &*self.inner;
         let mut st = Progress::default();
-        let mut buf: Vec<u8> = Vec::with_capacity(inner.batch_bytes.min(1 << 20));
+        // Sized for these points (lines are a few hundred bytes), not for the largest batch:
+        // many writes run at once, and each reserved megabyte would count in memory.
+        let mut buf: Vec<u8> =
+            Vec::with_capacity(inner.batch_bytes.min(points.len().saturating_mul(512)));
         let mut ends: Vec<usize> = Vec::with_capacity(inner.batch_size.min(points.len()));
         let mut refused: Vec<DeadLetter> = Vec::new();
         for p in points {
