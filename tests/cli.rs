@@ -428,6 +428,10 @@ fn commands_and_flags() -> Vec<(String, Vec<String>)> {
         .next()
         .unwrap();
     for line in commands.lines() {
+        // A command's line starts at column 2; a wrapped description is indented further.
+        if !line.starts_with("  ") || line.starts_with("   ") {
+            continue;
+        }
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
