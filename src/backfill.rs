@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::{Ctx, EntityStats, Env, Window, registry};
+use crate::collect::{EntityStats, Env, Window, registry};
 use crate::config::Config;
 use crate::scheduler::{Harvester, RunError, TenantSummary, drain_spool};
 
@@ -329,18 +329,7 @@ async fn backfill_tenant(
 ) -> TenantSummary {
     let started = tokio::time::Instant::now();
     let t = &h.tenants[i];
-    let mut summary = TenantSummary {
-        tenant: t.cfg.name.clone(),
-        customer_id: t.cfg.customer_id.clone(),
-        error: None,
-        entities: Vec::new(),
-        duration: Duration::ZERO,
-    };
-    let ctx = Ctx {
-        customer: t.cfg.name.clone(),
-        customer_id: t.cfg.customer_id.clone(),
-        cycle_time: Utc::now().trunc_subsecs(0),
-    };
+    let (ctx, mut summary) = t.begin();
     if let Err(e) = t.client.tokens.token().await {
         tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not backfilled.");
         summary.error = Some(e.to_string());

@@ -78,6 +78,25 @@ pub(crate) struct Tenant {
     pub(crate) jobs: Vec<Scheduled>,
 }
 
+impl Tenant {
+    /// The context of a cycle (or backfill) starting now, and its empty summary.
+    pub(crate) fn begin(&self) -> (Ctx, TenantSummary) {
+        let ctx = Ctx {
+            customer: self.cfg.name.clone(),
+            customer_id: self.cfg.customer_id.clone(),
+            cycle_time: Utc::now().trunc_subsecs(0),
+        };
+        let summary = TenantSummary {
+            tenant: self.cfg.name.clone(),
+            customer_id: self.cfg.customer_id.clone(),
+            error: None,
+            entities: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        (ctx, summary)
+    }
+}
+
 pub struct Harvester {
     pub(crate) tenants: Vec<Tenant>,
     sink: Sink,
@@ -156,18 +175,7 @@ impl Harvester {
     /// One cycle of one tenant: a token, then the jobs selected by `due` (all for `--once`).
     async fn cycle(&self, t: &Tenant, due: &[bool], cancel: &CancellationToken) -> TenantSummary {
         let started = tokio::time::Instant::now();
-        let ctx = Ctx {
-            customer: t.cfg.name.clone(),
-            customer_id: t.cfg.customer_id.clone(),
-            cycle_time: Utc::now().trunc_subsecs(0),
-        };
-        let mut summary = TenantSummary {
-            tenant: t.cfg.name.clone(),
-            customer_id: t.cfg.customer_id.clone(),
-            error: None,
-            entities: Vec::new(),
-            duration: Duration::ZERO,
-        };
+        let (ctx, mut summary) = t.begin();
         if let Err(e) = t.client.tokens.token().await {
             tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not harvested this cycle.");
             summary.error = Some(e.to_string());
