@@ -3,6 +3,8 @@
 //! is optional (the service sends explicit nulls, and `$select` leaves others out). No mapping
 //! or validation happens here: that is the collectors' job.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -42,6 +44,41 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Date, E> {
             parse_date(s).map(Some).map_err(E::custom)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// Optional text that borrows from the page body when it can: a JSON string without escapes
+/// is a slice of the body (no allocation); one with escapes (`DOM\\user`) is unescaped into
+/// an owned string. serde's own `Option<Cow<str>>` always allocates, hence [`text`].
+pub type Text<'a> = Option<Cow<'a, str>>;
+
+/// Deserializes a [`Text`]: null is `None`, a string borrows when the deserializer lends it.
+fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Text<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(V)
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(s)))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s)))
         }
     }
     d.deserialize_option(V)
@@ -202,17 +239,24 @@ pub struct Session {
     pub machine: Option<Machine>,
 }
 
+/// A connection as the Connections collector reads it. Its text borrows from the page body
+/// (see [`Text`]); this is the hottest record of a harvest (1000 per page, ~1 KB each).
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct Connection {
+pub struct Connection<'a> {
     pub id: Option<i64>,
-    pub client_name: Option<String>,
-    pub client_address: Option<String>,
-    pub client_version: Option<String>,
-    pub client_platform: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_name: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_address: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_version: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_platform: Text<'a>,
     pub is_reconnect: Option<bool>,
     pub is_secure_ica: Option<bool>,
-    pub protocol: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub protocol: Text<'a>,
     #[serde(deserialize_with = "date")]
     pub log_on_start_date: Date,
     #[serde(deserialize_with = "date")]
@@ -247,12 +291,54 @@ pub struct Connection {
     pub interactive_start_date: Date,
     #[serde(deserialize_with = "date")]
     pub interactive_end_date: Date,
-    pub session_key: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub session_key: Text<'a>,
     #[serde(deserialize_with = "date")]
     pub created_date: Date,
     #[serde(deserialize_with = "date")]
     pub modified_date: Date,
-    pub session: Option<Session>,
+    #[serde(borrow)]
+    pub session: Option<LogonSession<'a>>,
+}
+
+/// The `Session` expanded into a [`Connection`] (only what `$select` asks for), borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogonSession<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub session_key: Text<'a>,
+    pub log_on_duration: Option<i64>,
+    pub session_type: Option<i64>,
+    #[serde(borrow)]
+    pub user: Option<NamedUser<'a>>,
+    #[serde(borrow)]
+    pub machine: Option<NamedMachine<'a>>,
+}
+
+/// An expanded `User` of which only the name is selected, borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NamedUser<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub user_name: Text<'a>,
+}
+
+/// An expanded `Machine` of which only the name and delivery group are selected, borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NamedMachine<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub name: Text<'a>,
+    #[serde(borrow)]
+    pub desktop_group: Option<Named<'a>>,
+}
+
+/// An expanded entity of which only `Name` is selected (a delivery group), borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Named<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub name: Text<'a>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -569,10 +655,26 @@ mod tests {
         );
         assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":"yesterday"}"#).is_err());
         assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":5}"#).is_err());
-        // The per-record fallback of decode_page goes through serde_json::Value.
-        let v = serde_json::json!({"BrokeringDate": "2024-07-31T11:22:37Z", "LogOnEndDate": null});
-        let c: Connection = serde_json::from_value(v).unwrap();
+        // Owned input (a `Value`) decodes too: text is then owned.
+        let v = serde_json::json!({"BrokeringDate": "2024-07-31T11:22:37Z", "LogOnEndDate": null,
+            "ClientName": "PC 1"});
+        let c = Connection::deserialize(&v).unwrap();
         assert!(c.brokering_date.is_some() && c.log_on_end_date.is_none());
+        assert_eq!(c.client_name.as_deref(), Some("PC 1"));
+    }
+
+    #[test]
+    fn text_borrows_unless_escaped() {
+        let body = r#"{"ClientName":"PC 1","Protocol":null,
+            "Session":{"User":{"UserName":"DOM\\o'brien"},"Machine":{"Name":"vda\u00e9"}}}"#;
+        let c: Connection = serde_json::from_str(body).unwrap();
+        assert!(matches!(c.client_name, Some(Cow::Borrowed("PC 1"))));
+        assert!(c.protocol.is_none() && c.client_address.is_none());
+        let s = c.session.unwrap();
+        let user = s.user.unwrap().user_name.unwrap();
+        assert!(matches!(user, Cow::Owned(_)) && user == "DOM\\o'brien");
+        assert_eq!(s.machine.unwrap().name.as_deref(), Some("vda\u{e9}"));
+        assert!(serde_json::from_str::<Connection>(r#"{"ClientName":5}"#).is_err());
     }
 
     #[test]

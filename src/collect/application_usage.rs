@@ -24,7 +24,7 @@ pub struct ApplicationUsage;
 pub struct Running(Mutex<BTreeMap<(String, String), i64>>);
 
 impl Collector for ApplicationUsage {
-    type Record = ApplicationInstance;
+    type Record<'de> = ApplicationInstance;
     type State = Running;
 
     fn name(&self) -> String {

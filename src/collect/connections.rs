@@ -15,7 +15,7 @@ pub const MEASUREMENT: &str = "citrix_logon";
 pub struct Connections;
 
 impl Collector for Connections {
-    type Record = Connection;
+    type Record<'de> = Connection<'de>;
     type State = ();
 
     fn name(&self) -> String {
@@ -73,17 +73,17 @@ impl Collector for Connections {
         )
     }
 
-    fn key(&self, r: &Connection) -> Option<String> {
+    fn key(&self, r: &Connection<'_>) -> Option<String> {
         r.id.map(|id| id.to_string())
     }
 
-    fn watermark(&self, r: &Connection) -> Option<DateTime<Utc>> {
+    fn watermark(&self, r: &Connection<'_>) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
     fn map(
         &self,
-        c: &Connection,
+        c: &Connection<'_>,
         _state: &(),
         ctx: &Ctx,
         out: &mut Vec<Point>,
@@ -105,7 +105,7 @@ impl Collector for Connections {
         let machine = session.and_then(|s| s.machine.as_ref());
         let delivery_group = machine
             .and_then(|m| m.desktop_group.as_ref())
-            .and_then(|g| g.name.clone())
+            .and_then(|g| g.name.as_deref())
             .unwrap_or_default();
         let is_reconnect = c.is_reconnect.unwrap_or(false);
         // Per-connection logon time; the session's LogOnDuration covers its first logon only.
@@ -118,7 +118,7 @@ impl Collector for Connections {
             .tag("customer", ctx.customer.clone())
             .tag("customer_id", ctx.customer_id.clone())
             .tag("delivery_group", delivery_group)
-            .tag("protocol", c.protocol.clone().unwrap_or_default())
+            .tag("protocol", c.protocol.as_deref().unwrap_or_default())
             .tag("is_reconnect", if is_reconnect { "true" } else { "false" })
             .field("connection_id", id)
             .field_opt("logon_duration_ms", total)
@@ -142,18 +142,18 @@ impl Collector for Connections {
                 "interactive_ms",
                 span_ms(c.interactive_start_date, c.interactive_end_date),
             )
-            .field_opt("session_key", c.session_key.clone())
+            .field_opt("session_key", c.session_key.as_deref())
             .field_opt(
                 "user_name",
                 session
                     .and_then(|s| s.user.as_ref())
-                    .and_then(|u| u.user_name.clone()),
+                    .and_then(|u| u.user_name.as_deref()),
             )
-            .field_opt("machine", machine.and_then(|m| m.name.clone()))
-            .field_opt("client_name", c.client_name.clone())
-            .field_opt("client_address", c.client_address.clone())
-            .field_opt("client_version", c.client_version.clone())
-            .field_opt("client_platform", c.client_platform.clone());
+            .field_opt("machine", machine.and_then(|m| m.name.as_deref()))
+            .field_opt("client_name", c.client_name.as_deref())
+            .field_opt("client_address", c.client_address.as_deref())
+            .field_opt("client_version", c.client_version.as_deref())
+            .field_opt("client_platform", c.client_platform.as_deref());
         out.push(p);
         Ok(())
     }

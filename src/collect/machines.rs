@@ -16,7 +16,7 @@ pub const MEASUREMENT: &str = "citrix_machine";
 pub struct Machines;
 
 impl Collector for Machines {
-    type Record = Machine;
+    type Record<'de> = Machine;
     type State = ();
 
     fn name(&self) -> String {
