@@ -132,7 +132,7 @@ mod tests {
                     .find(|(k, _)| k == "application")
                     .unwrap()
                     .1
-                    .clone();
+                    .to_string();
                 (app, format!("{:?}", p.fields[0].1))
             })
             .collect();

@@ -3,6 +3,8 @@
 //! modified when its logon completes, so a half-finished logon is re-read and overwritten).
 //! Tags are low-cardinality only (DESIGN.md rule 6): user, client and session key are fields.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, span_ms};
@@ -77,6 +79,10 @@ impl Collector for Connections {
         r.id.map(|id| id.to_string())
     }
 
+    fn key_hash(&self, r: &Connection<'_>) -> Option<u64> {
+        r.id.map(|id| super::key_hash(&id))
+    }
+
     fn watermark(&self, r: &Connection<'_>) -> Option<DateTime<Utc>> {
         r.modified_date
     }
@@ -117,8 +123,8 @@ impl Collector for Connections {
         let p = Point::with_capacity(MEASUREMENT, record_timestamp_ns(when, id), 5, 17)
             .tag("customer", ctx.customer.clone())
             .tag("customer_id", ctx.customer_id.clone())
-            .tag("delivery_group", delivery_group)
-            .tag("protocol", c.protocol.as_deref().unwrap_or_default())
+            .tag("delivery_group", delivery_group.to_owned())
+            .tag("protocol", protocol_tag(c.protocol.as_deref()))
             .tag("is_reconnect", if is_reconnect { "true" } else { "false" })
             .field("connection_id", id)
             .field_opt("logon_duration_ms", total)
@@ -159,6 +165,17 @@ impl Collector for Connections {
     }
 }
 
+/// The protocol tag: the service's usual values are constants (no allocation per point),
+/// anything else is copied as it is.
+fn protocol_tag(p: Option<&str>) -> Cow<'static, str> {
+    match p.unwrap_or_default() {
+        "HDX" => Cow::Borrowed("HDX"),
+        "RDP" => Cow::Borrowed("RDP"),
+        "Console" => Cow::Borrowed("Console"),
+        other => Cow::Owned(other.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +194,7 @@ mod tests {
     }
 
     fn tag<'a>(p: &'a Point, k: &str) -> Option<&'a str> {
-        p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref())
     }
 
     #[test]
@@ -232,6 +249,13 @@ mod tests {
             * 1_000_000
             + 77;
         assert_eq!(p.timestamp_ns, expect);
+    }
+
+    #[test]
+    fn protocol_tag_keeps_unknown_values() {
+        assert!(matches!(protocol_tag(Some("HDX")), Cow::Borrowed("HDX")));
+        assert_eq!(protocol_tag(Some("ICA 2")), "ICA 2");
+        assert_eq!(protocol_tag(None), "");
     }
 
     #[test]

@@ -165,7 +165,7 @@ mod tests {
         let mut out = Vec::new();
         Machines.map(&m, &(), &ctx, &mut out).unwrap();
         let p = &out[0];
-        let tag = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let tag = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
         let field = |k: &str| {
             p.fields
                 .iter()

@@ -95,6 +95,12 @@ pub trait Collector: Send + Sync {
     fn query(&self, since: Option<DateTime<Utc>>) -> Query;
     /// A stable key of the record, to notice a row seen twice in one walk.
     fn key(&self, r: &Self::Record<'_>) -> Option<String>;
+    /// A hash of [`Collector::key`] for the seen-twice check of the walk. Collectors with a
+    /// numeric key override it to hash the number, which spares a `String` per record; it only
+    /// has to be the same for the same row within one walk.
+    fn key_hash(&self, r: &Self::Record<'_>) -> Option<u64> {
+        self.key(r).map(|k| key_hash(&k))
+    }
     /// The record's watermark value.
     fn watermark(&self, r: &Self::Record<'_>) -> Option<DateTime<Utc>>;
     /// Fetches what `map` needs besides the record (default: nothing).
@@ -413,11 +419,10 @@ pub fn map_page<'de, C: Collector>(
     for r in records {
         if let Some(m) = marks.as_deref_mut() {
             let wm = c.watermark(r);
-            if let Some(key) = c.key(r) {
-                let hash = key_hash(&key);
+            if let Some(hash) = c.key_hash(r) {
                 if let Some(first_wm) = m.seen.get(&hash) {
                     m.cap = min_opt(m.cap, *first_wm);
-                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key,
+                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key = c.key(r),
                         "Row seen twice in one walk (modified while paging).");
                 } else {
                     m.seen.insert(hash, wm);
@@ -435,7 +440,7 @@ pub fn map_page<'de, C: Collector>(
 }
 
 /// A 64-bit hash of a record key, the same within a process (SipHash with fixed keys).
-fn key_hash(key: &str) -> u64 {
+pub fn key_hash<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
