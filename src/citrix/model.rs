@@ -92,6 +92,28 @@ pub fn parse_date(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     }
 }
 
+/// `NaiveDate::from_ymd_opt` with a one-entry memo per thread: a connection has up to 17
+/// dates and nearly all of them fall on the same day, so the calendar check runs about once per
+/// record instead of once per date.
+fn ymd(year: u32, month: u32, day: u32) -> Option<chrono::NaiveDate> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<(u32, chrono::NaiveDate)>> = const { Cell::new(None) };
+    }
+    // Unambiguous: month and day are two digits each (< 100), year four (< 10000).
+    let key = (year * 100 + month) * 100 + day;
+    LAST.with(|last| {
+        if let Some((k, d)) = last.get()
+            && k == key
+        {
+            return Some(d);
+        }
+        let d = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+        last.set(Some((key, d)));
+        Some(d)
+    })
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (also `t`/` ` and `z`, as chrono accepts), else `None`.
 fn parse_date_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     fn digits(b: &[u8]) -> Option<u32> {
@@ -131,7 +153,7 @@ fn parse_date_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     if sec > 59 {
         return None; // a leap second: chrono's parser knows how to represent it
     }
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let date = ymd(year, month, day)?;
     let time = chrono::NaiveTime::from_hms_nano_opt(hour, min, sec, nanos)?;
     Some(date.and_time(time).and_utc())
 }
@@ -638,6 +660,17 @@ mod tests {
             let want = text.parse::<DateTime<Utc>>().ok();
             prop_assert_eq!(parse_date(&text).ok(), want, "{}", text);
         }
+    }
+
+    #[test]
+    fn date_memo_never_returns_another_day() {
+        let d = |s: &str| parse_date(s).map(|t| t.date_naive().to_string());
+        assert_eq!(d("2026-02-28T01:00:00Z").unwrap(), "2026-02-28");
+        assert_eq!(d("2026-02-28T02:00:00.5Z").unwrap(), "2026-02-28");
+        assert!(d("2026-02-30T02:00:00Z").is_err());
+        assert_eq!(d("2026-03-01T00:00:00Z").unwrap(), "2026-03-01");
+        assert_eq!(d("2024-02-29T00:00:00Z").unwrap(), "2024-02-29");
+        assert!(d("2026-02-29T00:00:00Z").is_err());
     }
 
     #[test]
