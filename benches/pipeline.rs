@@ -119,7 +119,7 @@ fn full<C: Collector<State = ()>>(c: &C, corpus: &Corpus, incremental: bool) -> 
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut lines = 0;
     for body in &corpus.pages {
-        let page = decode_page::<C::Record>(body).expect("a well-formed page");
+        let page = decode_page::<C::Record<'_>>(body).expect("a well-formed page");
         points.clear();
         let errors = map_page(
             c,

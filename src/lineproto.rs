@@ -80,7 +80,9 @@ impl From<&str> for FieldValue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub measurement: Cow<'static, str>,
-    pub tags: Vec<(Cow<'static, str>, String)>,
+    /// Tag values are `Cow` so constant values (`"true"`, a granularity name) cost no
+    /// allocation per point.
+    pub tags: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub fields: Vec<(Cow<'static, str>, FieldValue)>,
     pub timestamp_ns: i64,
 }
@@ -113,7 +115,11 @@ impl Point {
 
     /// Adds a tag. An empty value is allowed here and omitted at encode time, so callers can
     /// pass optional source values straight through.
-    pub fn tag(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+    pub fn tag(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Self {
         self.tags.push((key.into(), value.into()));
         self
     }

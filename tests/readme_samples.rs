@@ -18,7 +18,7 @@ fn readme_line(prefix: &str) -> String {
 }
 
 fn encode_one<C: Collector<State = ()>>(c: C, json: &str, ctx: &Ctx) -> String {
-    let record: C::Record = serde_json::from_str(json).unwrap();
+    let record: C::Record<'_> = serde_json::from_str(json).unwrap();
     let mut points = Vec::new();
     c.map(&record, &(), ctx, &mut points).unwrap();
     let mut out = Vec::new();

@@ -35,7 +35,7 @@ fn ctx() -> Ctx {
 }
 
 fn lines<C: Collector>(c: &C, state: &C::State, json: &str) -> Vec<String> {
-    let r: C::Record = serde_json::from_str(json).unwrap();
+    let r: C::Record<'_> = serde_json::from_str(json).unwrap();
     let mut points = Vec::new();
     c.map(&r, state, &ctx(), &mut points).unwrap();
     c.finish(state, &ctx(), &mut points);

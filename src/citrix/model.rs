@@ -3,6 +3,8 @@
 //! is optional (the service sends explicit nulls, and `$select` leaves others out). No mapping
 //! or validation happens here: that is the collectors' job.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -47,12 +49,69 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
     d.deserialize_option(V)
 }
 
+/// Optional text that borrows from the page body when it can: a JSON string without escapes
+/// is a slice of the body (no allocation); one with escapes (`DOM\\user`) is unescaped into
+/// an owned string. serde's own `Option<Cow<str>>` always allocates, hence [`text`].
+pub type Text<'a> = Option<Cow<'a, str>>;
+
+/// Deserializes a [`Text`]: null is `None`, a string borrows when the deserializer lends it.
+fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Text<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(V)
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(s)))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s)))
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// Parses an instant as [`date`] does.
 pub fn parse_date(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     match parse_date_fast(s.as_bytes()) {
         Some(t) => Ok(t),
         None => s.parse::<DateTime<Utc>>(),
     }
+}
+
+/// `NaiveDate::from_ymd_opt` with a one-entry memo per thread: a connection has up to 17
+/// dates and nearly all of them fall on the same day, so the calendar check runs about once per
+/// record instead of once per date.
+fn ymd(year: u32, month: u32, day: u32) -> Option<chrono::NaiveDate> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<(u32, chrono::NaiveDate)>> = const { Cell::new(None) };
+    }
+    // Unambiguous: month and day are two digits each (< 100), year four (< 10000).
+    let key = (year * 100 + month) * 100 + day;
+    LAST.with(|last| {
+        if let Some((k, d)) = last.get()
+            && k == key
+        {
+            return Some(d);
+        }
+        let d = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+        last.set(Some((key, d)));
+        Some(d)
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (also `t`/` ` and `z`, as chrono accepts), else `None`.
@@ -94,7 +153,7 @@ fn parse_date_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     if sec > 59 {
         return None; // a leap second: chrono's parser knows how to represent it
     }
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let date = ymd(year, month, day)?;
     let time = chrono::NaiveTime::from_hms_nano_opt(hour, min, sec, nanos)?;
     Some(date.and_time(time).and_utc())
 }
@@ -202,17 +261,24 @@ pub struct Session {
     pub machine: Option<Machine>,
 }
 
+/// A connection as the Connections collector reads it. Its text borrows from the page body
+/// (see [`Text`]); this is the hottest record of a harvest (1000 per page, ~1 KB each).
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct Connection {
+pub struct Connection<'a> {
     pub id: Option<i64>,
-    pub client_name: Option<String>,
-    pub client_address: Option<String>,
-    pub client_version: Option<String>,
-    pub client_platform: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_name: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_address: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_version: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub client_platform: Text<'a>,
     pub is_reconnect: Option<bool>,
     pub is_secure_ica: Option<bool>,
-    pub protocol: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub protocol: Text<'a>,
     #[serde(deserialize_with = "date")]
     pub log_on_start_date: Date,
     #[serde(deserialize_with = "date")]
@@ -247,12 +313,54 @@ pub struct Connection {
     pub interactive_start_date: Date,
     #[serde(deserialize_with = "date")]
     pub interactive_end_date: Date,
-    pub session_key: Option<String>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub session_key: Text<'a>,
     #[serde(deserialize_with = "date")]
     pub created_date: Date,
     #[serde(deserialize_with = "date")]
     pub modified_date: Date,
-    pub session: Option<Session>,
+    #[serde(borrow)]
+    pub session: Option<LogonSession<'a>>,
+}
+
+/// The `Session` expanded into a [`Connection`] (only what `$select` asks for), borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogonSession<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub session_key: Text<'a>,
+    pub log_on_duration: Option<i64>,
+    pub session_type: Option<i64>,
+    #[serde(borrow)]
+    pub user: Option<NamedUser<'a>>,
+    #[serde(borrow)]
+    pub machine: Option<NamedMachine<'a>>,
+}
+
+/// An expanded `User` of which only the name is selected, borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NamedUser<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub user_name: Text<'a>,
+}
+
+/// An expanded `Machine` of which only the name and delivery group are selected, borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NamedMachine<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub name: Text<'a>,
+    #[serde(borrow)]
+    pub desktop_group: Option<Named<'a>>,
+}
+
+/// An expanded entity of which only `Name` is selected (a delivery group), borrowing.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Named<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub name: Text<'a>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -555,6 +663,17 @@ mod tests {
     }
 
     #[test]
+    fn date_memo_never_returns_another_day() {
+        let d = |s: &str| parse_date(s).map(|t| t.date_naive().to_string());
+        assert_eq!(d("2026-02-28T01:00:00Z").unwrap(), "2026-02-28");
+        assert_eq!(d("2026-02-28T02:00:00.5Z").unwrap(), "2026-02-28");
+        assert!(d("2026-02-30T02:00:00Z").is_err());
+        assert_eq!(d("2026-03-01T00:00:00Z").unwrap(), "2026-03-01");
+        assert_eq!(d("2024-02-29T00:00:00Z").unwrap(), "2024-02-29");
+        assert!(d("2026-02-29T00:00:00Z").is_err());
+    }
+
+    #[test]
     fn dates_null_missing_and_malformed() {
         let c: Connection = serde_json::from_str(
             r#"{"LogOnStartDate":null,"BrokeringDate":"2024-07-31T11:22:37.4730000Z",
@@ -569,10 +688,26 @@ mod tests {
         );
         assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":"yesterday"}"#).is_err());
         assert!(serde_json::from_str::<Connection>(r#"{"CreatedDate":5}"#).is_err());
-        // The per-record fallback of decode_page goes through serde_json::Value.
-        let v = serde_json::json!({"BrokeringDate": "2024-07-31T11:22:37Z", "LogOnEndDate": null});
-        let c: Connection = serde_json::from_value(v).unwrap();
+        // Owned input (a `Value`) decodes too: text is then owned.
+        let v = serde_json::json!({"BrokeringDate": "2024-07-31T11:22:37Z", "LogOnEndDate": null,
+            "ClientName": "PC 1"});
+        let c = Connection::deserialize(&v).unwrap();
         assert!(c.brokering_date.is_some() && c.log_on_end_date.is_none());
+        assert_eq!(c.client_name.as_deref(), Some("PC 1"));
+    }
+
+    #[test]
+    fn text_borrows_unless_escaped() {
+        let body = r#"{"ClientName":"PC 1","Protocol":null,
+            "Session":{"User":{"UserName":"DOM\\o'brien"},"Machine":{"Name":"vda\u00e9"}}}"#;
+        let c: Connection = serde_json::from_str(body).unwrap();
+        assert!(matches!(c.client_name, Some(Cow::Borrowed("PC 1"))));
+        assert!(c.protocol.is_none() && c.client_address.is_none());
+        let s = c.session.unwrap();
+        let user = s.user.unwrap().user_name.unwrap();
+        assert!(matches!(user, Cow::Owned(_)) && user == "DOM\\o'brien");
+        assert_eq!(s.machine.unwrap().name.as_deref(), Some("vda\u{e9}"));
+        assert!(serde_json::from_str::<Connection>(r#"{"ClientName":5}"#).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn application_name(a: Option<&Application>, id: Option<&str>) -> String {
 pub const APPLICATION_EXPAND: &str = "Application($select=Name,PublishedName)";
 
 impl Collector for ApplicationInstances {
-    type Record = ApplicationInstance;
+    type Record<'de> = ApplicationInstance;
     type State = ();
 
     fn name(&self) -> String {

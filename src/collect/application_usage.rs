@@ -24,7 +24,7 @@ pub struct ApplicationUsage;
 pub struct Running(Mutex<BTreeMap<(String, String), i64>>);
 
 impl Collector for ApplicationUsage {
-    type Record = ApplicationInstance;
+    type Record<'de> = ApplicationInstance;
     type State = Running;
 
     fn name(&self) -> String {
@@ -132,7 +132,7 @@ mod tests {
                     .find(|(k, _)| k == "application")
                     .unwrap()
                     .1
-                    .clone();
+                    .to_string();
                 (app, format!("{:?}", p.fields[0].1))
             })
             .collect();

@@ -26,7 +26,7 @@ pub struct ConnectionFailures;
 pub struct Categories(pub HashMap<i64, i64>);
 
 impl Collector for ConnectionFailures {
-    type Record = ConnectionFailureLog;
+    type Record<'de> = ConnectionFailureLog;
     type State = Categories;
 
     fn name(&self) -> String {

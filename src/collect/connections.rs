@@ -3,6 +3,8 @@
 //! modified when its logon completes, so a half-finished logon is re-read and overwritten).
 //! Tags are low-cardinality only (DESIGN.md rule 6): user, client and session key are fields.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, span_ms};
@@ -15,7 +17,7 @@ pub const MEASUREMENT: &str = "citrix_logon";
 pub struct Connections;
 
 impl Collector for Connections {
-    type Record = Connection;
+    type Record<'de> = Connection<'de>;
     type State = ();
 
     fn name(&self) -> String {
@@ -73,17 +75,21 @@ impl Collector for Connections {
         )
     }
 
-    fn key(&self, r: &Connection) -> Option<String> {
+    fn key(&self, r: &Connection<'_>) -> Option<String> {
         r.id.map(|id| id.to_string())
     }
 
-    fn watermark(&self, r: &Connection) -> Option<DateTime<Utc>> {
+    fn key_hash(&self, r: &Connection<'_>) -> Option<u64> {
+        r.id.map(|id| super::key_hash(&id))
+    }
+
+    fn watermark(&self, r: &Connection<'_>) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
     fn map(
         &self,
-        c: &Connection,
+        c: &Connection<'_>,
         _state: &(),
         ctx: &Ctx,
         out: &mut Vec<Point>,
@@ -105,7 +111,7 @@ impl Collector for Connections {
         let machine = session.and_then(|s| s.machine.as_ref());
         let delivery_group = machine
             .and_then(|m| m.desktop_group.as_ref())
-            .and_then(|g| g.name.clone())
+            .and_then(|g| g.name.as_deref())
             .unwrap_or_default();
         let is_reconnect = c.is_reconnect.unwrap_or(false);
         // Per-connection logon time; the session's LogOnDuration covers its first logon only.
@@ -117,8 +123,8 @@ impl Collector for Connections {
         let p = Point::with_capacity(MEASUREMENT, record_timestamp_ns(when, id), 5, 17)
             .tag("customer", ctx.customer.clone())
             .tag("customer_id", ctx.customer_id.clone())
-            .tag("delivery_group", delivery_group)
-            .tag("protocol", c.protocol.clone().unwrap_or_default())
+            .tag("delivery_group", delivery_group.to_owned())
+            .tag("protocol", protocol_tag(c.protocol.as_deref()))
             .tag("is_reconnect", if is_reconnect { "true" } else { "false" })
             .field("connection_id", id)
             .field_opt("logon_duration_ms", total)
@@ -142,20 +148,31 @@ impl Collector for Connections {
                 "interactive_ms",
                 span_ms(c.interactive_start_date, c.interactive_end_date),
             )
-            .field_opt("session_key", c.session_key.clone())
+            .field_opt("session_key", c.session_key.as_deref())
             .field_opt(
                 "user_name",
                 session
                     .and_then(|s| s.user.as_ref())
-                    .and_then(|u| u.user_name.clone()),
+                    .and_then(|u| u.user_name.as_deref()),
             )
-            .field_opt("machine", machine.and_then(|m| m.name.clone()))
-            .field_opt("client_name", c.client_name.clone())
-            .field_opt("client_address", c.client_address.clone())
-            .field_opt("client_version", c.client_version.clone())
-            .field_opt("client_platform", c.client_platform.clone());
+            .field_opt("machine", machine.and_then(|m| m.name.as_deref()))
+            .field_opt("client_name", c.client_name.as_deref())
+            .field_opt("client_address", c.client_address.as_deref())
+            .field_opt("client_version", c.client_version.as_deref())
+            .field_opt("client_platform", c.client_platform.as_deref());
         out.push(p);
         Ok(())
+    }
+}
+
+/// The protocol tag: the service's usual values are constants (no allocation per point),
+/// anything else is copied as it is.
+fn protocol_tag(p: Option<&str>) -> Cow<'static, str> {
+    match p.unwrap_or_default() {
+        "HDX" => Cow::Borrowed("HDX"),
+        "RDP" => Cow::Borrowed("RDP"),
+        "Console" => Cow::Borrowed("Console"),
+        other => Cow::Owned(other.to_owned()),
     }
 }
 
@@ -177,7 +194,7 @@ mod tests {
     }
 
     fn tag<'a>(p: &'a Point, k: &str) -> Option<&'a str> {
-        p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref())
     }
 
     #[test]
@@ -232,6 +249,13 @@ mod tests {
             * 1_000_000
             + 77;
         assert_eq!(p.timestamp_ns, expect);
+    }
+
+    #[test]
+    fn protocol_tag_keeps_unknown_values() {
+        assert!(matches!(protocol_tag(Some("HDX")), Cow::Borrowed("HDX")));
+        assert_eq!(protocol_tag(Some("ICA 2")), "ICA 2");
+        assert_eq!(protocol_tag(None), "");
     }
 
     #[test]

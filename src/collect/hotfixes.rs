@@ -15,7 +15,7 @@ pub const MEASUREMENT: &str = "citrix_hotfix";
 pub struct Hotfixes;
 
 impl Collector for Hotfixes {
-    type Record = MachineHotfixLog;
+    type Record<'de> = MachineHotfixLog;
     type State = ();
 
     fn name(&self) -> String {

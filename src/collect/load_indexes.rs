@@ -19,7 +19,7 @@ pub const MEASUREMENT: &str = "citrix_load_index";
 pub struct LoadIndexes;
 
 impl Collector for LoadIndexes {
-    type Record = LoadIndexRow;
+    type Record<'de> = LoadIndexRow;
     type State = ();
 
     fn name(&self) -> String {

@@ -16,7 +16,7 @@ pub const MEASUREMENT: &str = "citrix_machine_failure";
 pub struct MachineFailures;
 
 impl Collector for MachineFailures {
-    type Record = MachineFailureLog;
+    type Record<'de> = MachineFailureLog;
     type State = ();
 
     fn name(&self) -> String {

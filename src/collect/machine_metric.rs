@@ -17,7 +17,7 @@ pub const MEASUREMENT: &str = "citrix_machine_metric";
 pub struct MachineMetric;
 
 impl Collector for MachineMetric {
-    type Record = Row;
+    type Record<'de> = Row;
     type State = ();
 
     fn name(&self) -> String {

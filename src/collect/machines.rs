@@ -16,7 +16,7 @@ pub const MEASUREMENT: &str = "citrix_machine";
 pub struct Machines;
 
 impl Collector for Machines {
-    type Record = Machine;
+    type Record<'de> = Machine;
     type State = ();
 
     fn name(&self) -> String {
@@ -165,7 +165,7 @@ mod tests {
         let mut out = Vec::new();
         Machines.map(&m, &(), &ctx, &mut out).unwrap();
         let p = &out[0];
-        let tag = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let tag = |k: &str| p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
         let field = |k: &str| {
             p.fields
                 .iter()

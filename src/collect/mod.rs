@@ -28,6 +28,7 @@ pub mod summary;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +73,10 @@ pub struct Window {
 }
 
 pub trait Collector: Send + Sync {
-    type Record: DeserializeOwned + Send;
+    /// One row of the entity set. It may borrow text from the page body (`'de`): the walk keeps
+    /// the body until the page is mapped, so text without escapes is never allocated at decode.
+    /// Owned records implement `Deserialize<'de>` for every `'de`.
+    type Record<'de>: Deserialize<'de> + Send;
     /// Lookups fetched once per run before the walk (e.g. failure code → category).
     type State: Default + Send + Sync;
 
@@ -90,9 +94,15 @@ pub trait Collector: Send + Sync {
     /// The query; `since` is `Some` for incremental collectors.
     fn query(&self, since: Option<DateTime<Utc>>) -> Query;
     /// A stable key of the record, to notice a row seen twice in one walk.
-    fn key(&self, r: &Self::Record) -> Option<String>;
+    fn key(&self, r: &Self::Record<'_>) -> Option<String>;
+    /// A hash of [`Collector::key`] for the seen-twice check of the walk. Collectors with a
+    /// numeric key override it to hash the number, which spares a `String` per record; it only
+    /// has to be the same for the same row within one walk.
+    fn key_hash(&self, r: &Self::Record<'_>) -> Option<u64> {
+        self.key(r).map(|k| key_hash(&k))
+    }
     /// The record's watermark value.
-    fn watermark(&self, r: &Self::Record) -> Option<DateTime<Utc>>;
+    fn watermark(&self, r: &Self::Record<'_>) -> Option<DateTime<Utc>>;
     /// Fetches what `map` needs besides the record (default: nothing).
     fn prepare(
         &self,
@@ -103,7 +113,7 @@ pub trait Collector: Send + Sync {
     /// Record → points (appended to `out`).
     fn map(
         &self,
-        r: &Self::Record,
+        r: &Self::Record<'_>,
         state: &Self::State,
         ctx: &Ctx,
         out: &mut Vec<Point>,
@@ -292,28 +302,33 @@ async fn walk<C: Collector>(
             .get_page(&name, &url)
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
-        let mut page = decode_page::<C::Record>(&body).map_err(|e| {
-            let err = client.error(&name, &url, MonitorErrorKind::Decode(e));
-            ("decode", err.to_string())
-        })?;
+        // Records borrow from the body, so body, records and their decode errors live in this
+        // block (no await inside): both are freed before the sink write, once the points own
+        // copies of what they need.
+        let (bad, map_errors, next_link) = {
+            let page = decode_page::<C::Record<'_>>(&body).map_err(|e| {
+                let err = client.error(&name, &url, MonitorErrorKind::Decode(e));
+                ("decode", err.to_string())
+            })?;
+            points.reserve(page.value.len());
+            let marks = incremental.then_some(&mut marks);
+            let errors = map_page(c, &page.value, &state, ctx, marks, &mut points);
+            stats.records += page.value.len() as u64;
+            (page.bad, errors, page.next_link)
+        };
         drop(body);
-        for (index, why) in &page.bad {
+        for (index, why) in &bad {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, index, error = %why,
                 "Record skipped: it does not have the expected shape.");
         }
         stats.pages += 1;
-        stats.records += page.bad.len() as u64;
-        stats.records += page.value.len() as u64;
-        points.reserve(page.value.len());
-        let marks = incremental.then_some(&mut marks);
-        for e in map_page(c, &page.value, &state, ctx, marks, &mut points) {
+        stats.records += bad.len() as u64;
+        for e in map_errors {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
                 "Record skipped: it cannot be mapped to a point.");
         }
-        // The points own copies of what they need: free the records before the sink.
-        page.value = Vec::new();
         if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
         }
@@ -331,7 +346,7 @@ async fn walk<C: Collector>(
         stats.dropped += report.dropped as u64;
         stats.spooled += report.spooled as u64;
 
-        if let Some(link) = page.next_link {
+        if let Some(link) = next_link {
             guard
                 .next(&link)
                 .map_err(|e| ("paging", client.error(&name, &url, e).to_string()))?;
@@ -392,9 +407,9 @@ pub struct WalkMarks {
 /// incremental walk (`marks`), notes keys and watermark values. Returns the errors of the
 /// records that produced no point (their partial points are removed). The harvest walk calls
 /// it for every page; the benchmarks call it to measure the same path.
-pub fn map_page<C: Collector>(
+pub fn map_page<'de, C: Collector>(
     c: &C,
-    records: &[C::Record],
+    records: &[C::Record<'de>],
     state: &C::State,
     ctx: &Ctx,
     mut marks: Option<&mut WalkMarks>,
@@ -404,11 +419,10 @@ pub fn map_page<C: Collector>(
     for r in records {
         if let Some(m) = marks.as_deref_mut() {
             let wm = c.watermark(r);
-            if let Some(key) = c.key(r) {
-                let hash = key_hash(&key);
+            if let Some(hash) = c.key_hash(r) {
                 if let Some(first_wm) = m.seen.get(&hash) {
                     m.cap = min_opt(m.cap, *first_wm);
-                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key,
+                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key = c.key(r),
                         "Row seen twice in one walk (modified while paging).");
                 } else {
                     m.seen.insert(hash, wm);
@@ -426,7 +440,7 @@ pub fn map_page<C: Collector>(
 }
 
 /// A 64-bit hash of a record key, the same within a process (SipHash with fixed keys).
-fn key_hash(key: &str) -> u64 {
+pub fn key_hash<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
@@ -443,7 +457,7 @@ pub struct DecodedPage<T> {
 /// decoded as JSON values and each record on its own, so one record of an unexpected shape
 /// (a string where a number was documented, say) costs that record, not the page. A body that
 /// is not an OData page at all (malformed JSON, an HTML error page) is an error.
-pub fn decode_page<T: DeserializeOwned>(body: &[u8]) -> Result<DecodedPage<T>, String> {
+pub fn decode_page<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<DecodedPage<T>, String> {
     match serde_json::from_slice::<Page<T>>(body) {
         Ok(p) => Ok(DecodedPage {
             value: p.value,
@@ -451,16 +465,19 @@ pub fn decode_page<T: DeserializeOwned>(body: &[u8]) -> Result<DecodedPage<T>, S
             next_link: p.next_link,
         }),
         Err(typed) => {
-            let loose: Page<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
-                format!(
-                    "not an OData page ({e}); body starts: {}",
-                    crate::citrix::client::snippet(body)
-                )
-            })?;
+            // Each record as its raw JSON text (a slice of the body), so a record decoded on
+            // its own still borrows from the body like on the fast path.
+            let loose: Page<&'de serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| {
+                    format!(
+                        "not an OData page ({e}); body starts: {}",
+                        crate::citrix::client::snippet(body)
+                    )
+                })?;
             let mut value = Vec::with_capacity(loose.value.len());
             let mut bad = Vec::new();
             for (i, v) in loose.value.into_iter().enumerate() {
-                match serde_json::from_value::<T>(v) {
+                match serde_json::from_str::<T>(v.get()) {
                     Ok(r) => value.push(r),
                     Err(e) => bad.push((i, e.to_string())),
                 }

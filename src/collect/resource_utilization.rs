@@ -17,7 +17,7 @@ pub const MEASUREMENT: &str = "citrix_resource_utilization";
 pub struct ResourceUtilization;
 
 impl Collector for ResourceUtilization {
-    type Record = Row;
+    type Record<'de> = Row;
     type State = ();
 
     fn name(&self) -> String {

@@ -17,7 +17,7 @@ pub const MEASUREMENT: &str = "citrix_session_metrics";
 pub struct SessionMetrics;
 
 impl Collector for SessionMetrics {
-    type Record = Row;
+    type Record<'de> = Row;
     type State = ();
 
     fn name(&self) -> String {

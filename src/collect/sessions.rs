@@ -19,7 +19,7 @@ pub const MEASUREMENT: &str = "citrix_session";
 pub struct Sessions;
 
 impl Collector for Sessions {
-    type Record = Session;
+    type Record<'de> = Session;
     type State = ();
 
     fn name(&self) -> String {

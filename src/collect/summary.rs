@@ -73,7 +73,7 @@ pub fn summary_point<R: SummaryRow>(
 }
 
 impl<K: SummaryKind> Collector for K {
-    type Record = K::Row;
+    type Record<'de> = K::Row;
     type State = ();
 
     fn name(&self) -> String {

@@ -10,7 +10,7 @@ use citrix_harvester::collect::{Collector, Ctx, decode_page};
 use citrix_harvester::lineproto::encode_all;
 use libfuzzer_sys::fuzz_target;
 
-fn check<C: Collector<State = ()>>(c: &C, records: &[C::Record]) {
+fn check<'de, C: Collector<State = ()>>(c: &C, records: &[C::Record<'de>]) {
     let ctx = Ctx {
         customer: "fuzz".into(),
         customer_id: "fuzz".into(),
