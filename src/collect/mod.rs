@@ -593,6 +593,34 @@ pub fn machine_or_id(
     (dg, name)
 }
 
+/// Key of a per-machine sample (ResourceUtilization, MachineMetric): those rows are unique per
+/// machine and `CollectedDate`.
+pub fn machine_sample_key(
+    machine_id: Option<&str>,
+    collected: Option<DateTime<Utc>>,
+) -> Option<String> {
+    Some(format!("{}@{}", machine_id?, collected?))
+}
+
+/// The point of a per-machine sample: at its `CollectedDate` exactly, tagged with the tenant,
+/// delivery group and machine (name, else Id); an error when either is missing.
+pub fn machine_sample_point(
+    measurement: &'static str,
+    collected: Option<DateTime<Utc>>,
+    m: Option<&crate::citrix::model::Machine>,
+    machine_id: Option<&str>,
+    ctx: &Ctx,
+) -> Result<Point, MapError> {
+    let at = collected.ok_or_else(|| MapError("sample without CollectedDate".into()))?;
+    let (dg, machine) = machine_or_id(m, machine_id);
+    if machine.is_empty() {
+        return Err(MapError("sample without MachineId".into()));
+    }
+    Ok(tenant_point(measurement, exact_ns(at)?, ctx)
+        .tag("delivery_group", dg)
+        .tag("machine", machine))
+}
+
 /// A query filtering `field ge since` (when given) plus an optional extra condition, ordered by
 /// the watermark field then `order_key` so paging is stable.
 pub fn incremental_query(

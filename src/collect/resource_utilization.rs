@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Collector, Ctx, MACHINE_EXPAND, MapError, exact_ns, incremental_query, machine_or_id,
-    tenant_point,
+    Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_sample_key,
+    machine_sample_point,
 };
 use crate::citrix::model::ResourceUtilization as Row;
 use crate::citrix::odata::Query;
@@ -51,11 +51,7 @@ impl Collector for ResourceUtilization {
     }
 
     fn key(&self, r: &Row) -> Option<String> {
-        Some(format!(
-            "{}@{}",
-            r.machine_id.as_deref()?,
-            r.collected_date?
-        ))
+        machine_sample_key(r.machine_id.as_deref(), r.collected_date)
     }
 
     fn watermark(&self, r: &Row) -> Option<DateTime<Utc>> {
@@ -63,18 +59,15 @@ impl Collector for ResourceUtilization {
     }
 
     fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
-        let at = r
-            .collected_date
-            .ok_or_else(|| MapError("sample without CollectedDate".into()))?;
-        let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
-        if machine.is_empty() {
-            return Err(MapError("sample without MachineId".into()));
-        }
+        let base = machine_sample_point(
+            MEASUREMENT,
+            r.collected_date,
+            r.machine.as_ref(),
+            r.machine_id.as_deref(),
+            ctx,
+        )?;
         out.push(
-            tenant_point(MEASUREMENT, exact_ns(at)?, ctx)
-                .tag("delivery_group", dg)
-                .tag("machine", machine)
-                .field_opt("cpu_pct", r.percent_cpu)
+            base.field_opt("cpu_pct", r.percent_cpu)
                 .field_opt("memory_used", r.used_memory)
                 .field_opt("memory_total", r.total_memory),
         );
