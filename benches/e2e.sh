@@ -13,7 +13,9 @@
 # connections per tenant on average: tenants are 0.35-1.2x tenant 0), PAGE_SIZE (1000, as in
 # Citrix Cloud), BASELINE=0 skips the Python baseline, IDLE=0 skips the idle measurement,
 # MAX_CONCURRENT_REQUESTS sets the harvester's harvester.max_concurrent_requests (default 32;
-# 1 is the seed's one-page-at-a-time, for a like-for-like memory comparison).
+# 1 is the seed's one-page-at-a-time, for a like-for-like memory comparison), WRAP is a command
+# put before the harvester (a profiler: WRAP="heaptrack -o /tmp/h"; its figures then include
+# the profiler's own cost).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
 set -euo pipefail
@@ -25,6 +27,7 @@ page_size=${PAGE_SIZE:-1000}
 baseline=${BASELINE:-1}
 idle=${IDLE:-1}
 concurrency=${MAX_CONCURRENT_REQUESTS:-}
+wrap=${WRAP:-}
 if [ "$#" -eq 0 ]; then set -- 10 100 1000; fi
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
@@ -143,7 +146,8 @@ for n in "$@"; do
     sim0=$(proc_cpu "$sim_pid")
     log "N=$n: $impl harvest"
     if [ "$impl" = rust ]; then
-      /usr/bin/time -v -o "$work/time-$impl-$n.txt" "$harvester" --config "$work/harvester.toml" \
+      # shellcheck disable=SC2086 # WRAP is a command prefix, split on purpose
+      /usr/bin/time -v -o "$work/time-$impl-$n.txt" $wrap "$harvester" --config "$work/harvester.toml" \
         --once >"$work/$impl-$n.out" 2>"$work/$impl-$n.err" || { log "harvester failed"; tail -5 "$work/$impl-$n.err" >&2; }
     else
       /usr/bin/time -v -o "$work/time-$impl-$n.txt" "$work/venv/bin/python" \

@@ -517,3 +517,75 @@ async fn a_row_modified_while_paging_cannot_hide_another_row() {
     assert_eq!(written_connection_ids(dir.path(), &t.customer_id), all);
     assert_one_request_at_a_time(&sim);
 }
+
+/// A walk keeps its request slot from page to page (up to `PAGES_PER_TURN` pages), so walks do
+/// not all open at once behind a FIFO of every tenant: with one global slot, each tenant's
+/// pages come in runs of up to 20 in the simulator's request order, and a longer walk queues
+/// again after 20 pages so it cannot keep the others waiting. With a plain FIFO every run would
+/// be one page long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_keeps_its_request_slot_for_its_next_page_up_to_a_turn() {
+    use citrix_harvester::collect::PAGES_PER_TURN;
+    let sim = Simulator::new(SimOptions {
+        tenants: 4,
+        seed: 52,
+        page_size: 40,
+        now: minute_now(),
+        history: chrono::Duration::days(2),
+        ..SimOptions::default()
+    })
+    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .await
+    .expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = file_config(&sim, dir.path());
+    cfg.harvester.max_concurrent_requests = 1;
+    for t in &mut cfg.tenants {
+        t.entities = vec!["connections".into()];
+    }
+    let summaries = once(&cfg).await;
+    assert!(summaries.iter().all(TenantSummary::ok), "{summaries:#?}");
+
+    let order: Vec<String> = sim
+        .request_order()
+        .into_iter()
+        .filter(|(_, set)| set == "Connections")
+        .map(|(cid, _)| cid)
+        .collect();
+    // Runs of consecutive requests by the same tenant.
+    let mut runs: Vec<(String, u64)> = Vec::new();
+    for cid in order {
+        match runs.last_mut() {
+            Some((last, n)) if *last == cid => *n += 1,
+            _ => runs.push((cid, 1)),
+        }
+    }
+    let mut long_walks = 0;
+    for t in sim.tenants() {
+        let mine: Vec<u64> = runs
+            .iter()
+            .filter(|(c, _)| *c == t.customer_id)
+            .map(|(_, n)| *n)
+            .collect();
+        let pages: u64 = mine.iter().sum();
+        assert!(pages > 1, "{}: {pages} pages", t.name);
+        assert_eq!(
+            mine.len() as u64,
+            pages.div_ceil(PAGES_PER_TURN),
+            "{}: {pages} pages in runs {mine:?}",
+            t.name
+        );
+        assert!(mine.iter().all(|&n| n <= PAGES_PER_TURN), "{mine:?}");
+        if pages > PAGES_PER_TURN {
+            long_walks += 1;
+        }
+        assert_eq!(
+            written_connection_ids(dir.path(), &t.customer_id),
+            sim_connection_ids(&sim, &t.customer_id),
+            "{}",
+            t.name
+        );
+    }
+    assert!(long_walks >= 1, "no walk was longer than a turn: {runs:?}");
+    assert_one_request_at_a_time(&sim);
+}

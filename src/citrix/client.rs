@@ -196,6 +196,21 @@ impl MonitorClient {
         entity: &str,
         url: &str,
     ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorError> {
+        self.get_page_holding(entity, url, None).await
+    }
+
+    /// Like [`MonitorClient::get_page`], on a request slot the caller already holds (the slot
+    /// of the walk's previous page), so a walk in progress goes on without queueing behind
+    /// tenants that have not started: the number of walks open at once (each remembers the
+    /// keys it has read) stays at about `max_concurrent_requests` instead of every tenant.
+    /// The held slot is released as soon as an attempt fails, before any backoff (rule 4).
+    pub async fn get_page_holding(
+        &self,
+        entity: &str,
+        url: &str,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorError> {
+        let held = std::sync::Mutex::new(held);
         let _tenant_turn = self.one_at_a_time.lock().await;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -203,38 +218,43 @@ impl MonitorClient {
             .with_max_times(self.max_retries)
             .with_jitter();
         let tenant = self.tenant.as_str();
-        (|| self.get_refreshing_token(url))
-            .retry(backoff)
-            .when(MonitorErrorKind::retryable)
-            .adjust(|e, planned| {
-                planned.map(|d| match e.retry_after() {
-                    Some(ra) => ra.min(MAX_RETRY_AFTER),
-                    None => d,
-                })
+        (|| {
+            // Taken out at each attempt, so a failed attempt drops it before backing off.
+            let slot = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.get_refreshing_token(url, slot)
+        })
+        .retry(backoff)
+        .when(MonitorErrorKind::retryable)
+        .adjust(|e, planned| {
+            planned.map(|d| match e.retry_after() {
+                Some(ra) => ra.min(MAX_RETRY_AFTER),
+                None => d,
             })
-            .notify(|e, wait| {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(tenant, entity, url, error = %e, wait_ms = wait.as_millis() as u64,
+        })
+        .notify(|e, wait| {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tenant, entity, url, error = %e, wait_ms = wait.as_millis() as u64,
                     "Monitor request failed; retrying.");
-            })
-            .await
-            .map_err(|kind| self.error(entity, url, kind))
+        })
+        .await
+        .map_err(|kind| self.error(entity, url, kind))
     }
 
     /// One attempt, plus one immediate retry with a fresh token when the first answer is 401.
     async fn get_refreshing_token(
         &self,
         url: &str,
+        held: Option<OwnedSemaphorePermit>,
     ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
         let token = self.tokens.token().await?;
-        match self.send(url, &token).await {
+        match self.send(url, &token, held).await {
             Err(MonitorErrorKind::Http { status: 401, .. }) => {
                 self.stats
                     .token_refreshes_on_401
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant = %self.tenant, "Monitor API answered 401; fetching a new token.");
                 let token = self.tokens.refresh().await?;
-                match self.send(url, &token).await {
+                match self.send(url, &token, None).await {
                     Err(MonitorErrorKind::Http { status: 401, .. }) => {
                         Err(MonitorErrorKind::Unauthorized)
                     }
@@ -249,18 +269,23 @@ impl MonitorClient {
         &self,
         url: &str,
         token: &crate::secret::Secret,
+        held: Option<OwnedSemaphorePermit>,
     ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
         let auth = match self.scheme {
             AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
             AuthScheme::Bearer => format!("Bearer {}", token.expose()),
         };
-        // Hold a global slot only while the request is on the wire, not while backing off.
-        let slot = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        // Hold a global slot only while the request is on the wire (and its page is being
+        // processed), not while backing off: a failed attempt returns without it.
+        let slot = match held {
+            Some(slot) => slot,
+            None => self
+                .global
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?,
+        };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http

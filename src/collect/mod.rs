@@ -290,6 +290,8 @@ async fn walk<C: Collector>(
     let incremental = c.watermark_field().is_some();
     let is_logon = name == "connections";
 
+    // The request slot of the previous page, kept for the next one (see below).
+    let mut held = None;
     while let Some(url) = next.take() {
         if cancel.is_cancelled() {
             stats.interrupted = true;
@@ -299,7 +301,7 @@ async fn walk<C: Collector>(
         // pages in memory are bounded by max_concurrent_requests, not by tenants × page size
         // when the sink is slower than Citrix.
         let (body, slot) = client
-            .get_page(&name, &url)
+            .get_page_holding(&name, &url, held.take())
             .await
             .map_err(|e| (e.kind.label(), e.to_string()))?;
         // Records borrow from the body, so body, records and their decode errors live in this
@@ -332,15 +334,24 @@ async fn walk<C: Collector>(
         if is_logon {
             collect_logon_ms(&points, &mut stats.logon_ms);
         }
-        let report = env.sink.write(&points).await.map_err(|e| {
+        // Only the encoded lines (about a third of the points' memory) wait for the server.
+        let encoded = env.sink.encode(&points);
+        points = Vec::new();
+        let report = env.sink.write_encoded(encoded).await.map_err(|e| {
             (
                 "sink",
                 format!("tenant {}, entity {name}: {e}", ctx.customer),
             )
         })?;
-        // Nothing of this page stays in memory while the walk waits for its next slot.
-        points = Vec::new();
-        drop(slot);
+        // A walk in progress keeps its slot for its next page rather than queueing behind
+        // every tenant that has not started (FIFO would open every tenant's walk at once, each
+        // remembering its keys); after PAGES_PER_TURN pages it queues again, so one long walk
+        // cannot keep other tenants waiting when the limit is small.
+        if next_link.is_some() && stats.pages % PAGES_PER_TURN != 0 {
+            held = Some(slot);
+        } else {
+            drop(slot);
+        }
         stats.points_written += report.written as u64;
         stats.rejected += report.rejected as u64;
         stats.dropped += report.dropped as u64;
@@ -389,6 +400,10 @@ async fn walk<C: Collector>(
     }
     Ok(())
 }
+
+/// How many pages in a row a walk may fetch on the request slot it holds before it queues for
+/// a slot again like everyone else (fairness when `max_concurrent_requests` is small).
+pub const PAGES_PER_TURN: u64 = 20;
 
 /// What an incremental walk remembers across its pages to place the new watermark.
 #[derive(Debug, Default)]

@@ -218,6 +218,12 @@ impl SimHandle {
         self.state.stats()
     }
 
+    /// (customer id, entity set) of every admitted entity-set request, in the order the
+    /// simulator admitted them (the first 100,000): how the client interleaved its tenants.
+    pub fn request_order(&self) -> Vec<(String, String)> {
+        self.state.request_order()
+    }
+
     /// The simulated present: `SimOptions::now` plus every advance so far.
     pub fn now(&self) -> DateTime<Utc> {
         self.state.now()

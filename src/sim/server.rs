@@ -42,6 +42,9 @@ use super::value::Val;
 use super::{SimOptions, SimTenant, advance, generate, odata};
 use chrono::{DateTime, Utc};
 
+/// How many requests `State::request_order` remembers (a few MB at most).
+const REQUEST_LOG_CAP: usize = 100_000;
+
 const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
 
 struct Tenant {
@@ -78,6 +81,10 @@ pub struct State {
     by_customer: HashMap<String, usize>,
     by_client: HashMap<String, usize>,
     tokens: Tokens,
+    /// (tenant index, entity set) of every admitted Monitor request of an entity set, in the
+    /// order they were admitted (the first REQUEST_LOG_CAP): shows how a client interleaves
+    /// tenants. Only recorded; it never influences an answer.
+    order: Mutex<Vec<(usize, &'static str)>>,
     /// Cancelled when serving stops, so hanging fault responses end.
     stop: CancellationToken,
 }
@@ -115,6 +122,7 @@ impl State {
             tenants,
             by_customer,
             by_client,
+            order: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         }
     }
@@ -158,6 +166,15 @@ impl State {
             *data = TenantData::new(rows);
         }
         *now += by;
+    }
+
+    /// Customer id and entity set of each admitted entity-set request, in order.
+    pub fn request_order(&self) -> Vec<(String, String)> {
+        let order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        order
+            .iter()
+            .map(|&(t, set)| (self.tenants[t].info.customer_id.clone(), set.to_string()))
+            .collect()
     }
 
     pub fn stats(&self) -> SimStats {
@@ -639,6 +656,12 @@ async fn monitor(
             ),
         );
     };
+    {
+        let mut order = state.order.lock().unwrap_or_else(|e| e.into_inner());
+        if order.len() < REQUEST_LOG_CAP {
+            order.push((t, def.set));
+        }
+    }
     let base = service_base(&headers, ctx.local);
     let (body, rows) = match state.page_body(t, def, uri.query().unwrap_or(""), &base) {
         Ok(x) => x,

@@ -271,6 +271,40 @@ struct Inner {
     replay_started: AtomicBool,
 }
 
+/// Splits lines (given by their end offsets) into batches, as ranges of line indexes: at most
+/// `size` lines and at most `bytes` bytes each, except that a line longer than `bytes` goes
+/// alone. Consecutive, in order, covering every line.
+fn batches(ends: &[usize], size: usize, bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut first, mut start) = (0, 0);
+    for (i, &end) in ends.iter().enumerate() {
+        if end - start > bytes && i > first {
+            // Line i would push the batch over the byte cap: the batch ends before it.
+            out.push(first..i);
+            first = i;
+            start = ends[i - 1];
+        }
+        if i + 1 - first >= size || end - start >= bytes {
+            out.push(first..i + 1);
+            first = i + 1;
+            start = end;
+        }
+    }
+    if first < ends.len() {
+        out.push(first..ends.len());
+    }
+    out
+}
+
+/// Points encoded by [`Sink::encode`], waiting for [`Sink::write_encoded`].
+pub struct Encoded {
+    buf: Vec<u8>,
+    /// End offset of each line in `buf`.
+    ends: Vec<usize>,
+    /// Points the encoder refused, as dead letters.
+    refused: Vec<DeadLetter>,
+}
+
 /// What one `write` call has done so far.
 #[derive(Default)]
 struct Progress {
@@ -561,13 +595,19 @@ impl Sink {
     /// dead-lettered, not errors. With a spool, an unreachable or refusing server is not an
     /// error either (`report.spooled`), unless the spool is full ([`SinkError::SpoolFull`]).
     pub async fn write(&self, points: &[Point]) -> Result<WriteReport, SinkError> {
-        let inner = &*self.inner;
-        let mut st = Progress::default();
+        let encoded = self.encode(points);
+        self.write_encoded(encoded).await
+    }
+
+    /// The first half of [`Sink::write`]: the points as line protocol. A caller that drops its
+    /// points before awaiting [`Sink::write_encoded`] holds only the lines (about a third of
+    /// the points' memory) while the server answers.
+    pub fn encode(&self, points: &[Point]) -> Encoded {
         // Sized for these points (lines are a few hundred bytes), not for the largest batch:
         // many writes run at once, and each reserved megabyte would count in memory.
         let mut buf: Vec<u8> =
-            Vec::with_capacity(inner.batch_bytes.min(points.len().saturating_mul(512)));
-        let mut ends: Vec<usize> = Vec::with_capacity(inner.batch_size.min(points.len()));
+            Vec::with_capacity(self.inner.batch_bytes.min(points.len().saturating_mul(512)));
+        let mut ends: Vec<usize> = Vec::with_capacity(points.len());
         let mut refused: Vec<DeadLetter> = Vec::new();
         for p in points {
             let before = buf.len();
@@ -581,23 +621,27 @@ impl Sink {
                 continue;
             }
             ends.push(buf.len());
-            if buf.len() > inner.batch_bytes && ends.len() > 1 {
-                // The last line would push the batch over the byte cap: send the others and
-                // start the next batch with it.
-                ends.pop();
-                self.flush(&buf[..before], &ends, &mut st).await?;
-                buf.drain(..before);
-                ends.clear();
-                ends.push(buf.len());
-            }
-            if ends.len() >= inner.batch_size || buf.len() >= inner.batch_bytes {
-                self.flush(&buf, &ends, &mut st).await?;
-                buf.clear();
-                ends.clear();
-            }
         }
-        if !ends.is_empty() {
-            self.flush(&buf, &ends, &mut st).await?;
+        Encoded { buf, ends, refused }
+    }
+
+    /// The second half of [`Sink::write`]: sends the lines in batches of at most `batch_size`
+    /// lines and `batch_bytes` bytes (a single longer line goes alone).
+    pub async fn write_encoded(&self, encoded: Encoded) -> Result<WriteReport, SinkError> {
+        let inner = &*self.inner;
+        let Encoded { buf, ends, refused } = encoded;
+        let mut st = Progress::default();
+        let mut rel: Vec<usize> = Vec::new();
+        for lines in batches(&ends, inner.batch_size, inner.batch_bytes) {
+            let start = if lines.start == 0 {
+                0
+            } else {
+                ends[lines.start - 1]
+            };
+            rel.clear();
+            rel.extend(ends[lines.clone()].iter().map(|e| e - start));
+            self.flush(&buf[start..ends[lines.end - 1]], &rel, &mut st)
+                .await?;
         }
         if let Writer::File(f) = &inner.writer {
             f.sync().await?;
@@ -766,6 +810,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("database"), "{e}");
+    }
+
+    #[test]
+    fn batches_respect_both_caps_and_cover_every_line_once() {
+        // Lines of 10 bytes: ends 10, 20, ...
+        let ends: Vec<usize> = (1..=7).map(|i| i * 10).collect();
+        assert_eq!(batches(&ends, 3, 1000), vec![0..3, 3..6, 6..7]);
+        assert_eq!(batches(&ends, 100, 25), vec![0..2, 2..4, 4..6, 6..7]);
+        assert_eq!(batches(&ends, 100, 30), vec![0..3, 3..6, 6..7]);
+        assert_eq!(batches(&[], 3, 30), Vec::<std::ops::Range<usize>>::new());
+        // A line longer than the byte cap goes alone; the lines around it are not merged in.
+        let ends = [5, 10, 60, 65];
+        assert_eq!(batches(&ends, 100, 20), vec![0..2, 2..3, 3..4]);
+        // Any sizes: consecutive, complete, within the caps unless a single line is larger.
+        for size in 1..6 {
+            for bytes in [1, 7, 15, 40, 1000] {
+                let lens = [3usize, 12, 1, 40, 7, 7, 2, 9, 15, 1];
+                let ends: Vec<usize> = lens
+                    .iter()
+                    .scan(0, |acc, l| {
+                        *acc += l;
+                        Some(*acc)
+                    })
+                    .collect();
+                let b = batches(&ends, size, bytes);
+                let mut next = 0;
+                for r in &b {
+                    assert_eq!(r.start, next);
+                    assert!(
+                        r.end > r.start && r.end - r.start <= size,
+                        "{size} {bytes} {b:?}"
+                    );
+                    let from = if r.start == 0 { 0 } else { ends[r.start - 1] };
+                    let len = ends[r.end - 1] - from;
+                    assert!(len <= bytes || r.len() == 1, "{size} {bytes} {b:?}");
+                    next = r.end;
+                }
+                assert_eq!(next, ends.len());
+            }
+        }
     }
 
     #[tokio::test]
