@@ -15,7 +15,8 @@
 # MAX_CONCURRENT_REQUESTS sets the harvester's harvester.max_concurrent_requests (default 32;
 # 1 is the seed's one-page-at-a-time, for a like-for-like memory comparison), WRAP is a command
 # put before the harvester (a profiler: WRAP="heaptrack -o /tmp/h"; its figures then include
-# the profiler's own cost).
+# the profiler's own cost), GZIP=0 turns off the harvester's gzip of write requests (on by
+# default; the Python baseline, like the seed, sends plain text).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
 set -euo pipefail
@@ -28,6 +29,7 @@ baseline=${BASELINE:-1}
 idle=${IDLE:-1}
 concurrency=${MAX_CONCURRENT_REQUESTS:-}
 wrap=${WRAP:-}
+gzip=${GZIP:-}
 if [ "$#" -eq 0 ]; then set -- 10 100 1000; fi
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
@@ -141,7 +143,7 @@ for n in "$@"; do
     rm -rf "$work/state"
     mkdir -p "$work/state"
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" "$gzip" >/dev/null
     read -r c0 m0 < <($helper served "$sim_url")
     sim0=$(proc_cpu "$sim_pid")
     log "N=$n: $impl harvest"
@@ -173,7 +175,7 @@ for n in "$@"; do
     # connections (nothing new) and the machine snapshot; then it waits an hour.
     start_vm
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" "$gzip" >/dev/null
     "$harvester" --config "$work/harvester.toml" >"$work/daemon-$n.out" 2>"$work/daemon-$n.err" &
     d_pid=$!
     pids+=("$d_pid")
@@ -181,7 +183,7 @@ for n in "$@"; do
       [ "$($helper cycles "http://127.0.0.1:$listen_port/metrics")" -ge "$n" ] && break
       sleep 0.5
     done
-    sleep 2
+    sleep 12 # idle: the daemon returns what its cycles freed to the OS within 10 s
     idle_kb[$n]=$(awk '/VmRSS/ {print $2}' "/proc/$d_pid/status")
     log "N=$n: idle daemon RSS ${idle_kb[$n]} kB"
     stop "$d_pid"
@@ -192,7 +194,7 @@ for n in "$@"; do
 done
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_concurrent_requests=${concurrency:-default}"
+echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_concurrent_requests=${concurrency:-default}; gzip=${gzip:-default}"
 column -t -s $'\t' "$results"
 if [ "$idle" = 1 ] && [ "$#" -ge 2 ]; then
   first=$1

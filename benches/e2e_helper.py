@@ -25,7 +25,7 @@ def toml_str(s):
 
 
 def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir,
-            max_concurrent_requests=""):
+            max_concurrent_requests="", gzip=""):
     tenants = []
     for line in open(sim_out, encoding="utf-8"):
         m = TENANT.match(line.rstrip("\n"))
@@ -53,8 +53,10 @@ def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, liste
         f"url = {toml_str(vm_url)}",
         'org = "citrix"',
         'bucket = "citrix"',
-        "",
     ]
+    if gzip:
+        lines.append(f"gzip = {'true' if gzip == '1' else 'false'}")
+    lines += [""]
     baseline = {"influx_url": vm_url, "lookback_seconds": lookback_s, "tenants": []}
     for t in tenants:
         token = f"{sim_url}/cctrustoauth2/{t['cid']}/tokens/clients"

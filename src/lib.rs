@@ -30,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod lineproto;
+pub mod memory;
 pub mod metrics;
 pub mod scheduler;
 pub mod secret;

@@ -235,6 +235,8 @@ impl Harvester {
             tracker.spawn(async move { me.tenant_loop(i, cancel).await });
         }
         tracker.close();
+        // Not in the tracker: the watchdog below counts tenant tasks only.
+        tokio::spawn(crate::memory::run_trimmer(cancel.clone()));
         crate::systemd::notify("READY=1");
         if let Some(every) = crate::systemd::watchdog_interval() {
             // Pings only while tenant tasks are alive: if they all died, systemd restarts us.
@@ -277,6 +279,8 @@ impl Harvester {
             let now = Instant::now();
             let due: Vec<bool> = next_due.iter().map(|d| *d <= now).collect();
             let s = self.cycle(t, &due, &cancel).await;
+            // The tenant now idles until its next run: what the cycle freed may go back to the OS.
+            crate::memory::cycle_finished();
             let after = Instant::now();
             for (k, sj) in t.jobs.iter().enumerate() {
                 if !due[k] {
