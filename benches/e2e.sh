@@ -14,8 +14,8 @@
 # Citrix Cloud), BASELINE=0 skips the Python baseline, IDLE=0 skips the idle measurement,
 # MAX_CONCURRENT_REQUESTS sets the harvester's harvester.max_concurrent_requests (default 32;
 # 1 is the seed's one-page-at-a-time, for a like-for-like memory comparison), WRAP is a command
-# put before the harvester (a profiler: WRAP="heaptrack -o /tmp/h"; its figures then include
-# the profiler's own cost), GZIP=0 turns off the harvester's gzip of write requests (on by
+# put before each harvester, ours and the baseline (a profiler: WRAP="heaptrack -o /tmp/h";
+# the figures then include the profiler's own cost), GZIP=0 turns off the harvester's gzip of write requests (on by
 # default; the Python baseline, like the seed, sends plain text).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
@@ -152,7 +152,8 @@ for n in "$@"; do
       /usr/bin/time -v -o "$work/time-$impl-$n.txt" $wrap "$harvester" --config "$work/harvester.toml" \
         --once >"$work/$impl-$n.out" 2>"$work/$impl-$n.err" || { log "harvester failed"; tail -5 "$work/$impl-$n.err" >&2; }
     else
-      /usr/bin/time -v -o "$work/time-$impl-$n.txt" "$work/venv/bin/python" \
+      # shellcheck disable=SC2086 # WRAP is a command prefix, split on purpose
+      /usr/bin/time -v -o "$work/time-$impl-$n.txt" $wrap "$work/venv/bin/python" \
         "$root/benches/baseline/harvest.py" "$work/baseline.json" \
         >"$work/$impl-$n.out" 2>"$work/$impl-$n.err" || { log "baseline failed"; tail -5 "$work/$impl-$n.err" >&2; }
     fi
