@@ -18,7 +18,7 @@ use citrix_harvester::citrix::model::{Connection, Machine, Page};
 use citrix_harvester::collect::connections::Connections;
 use citrix_harvester::collect::machines::Machines;
 use citrix_harvester::collect::{Collector, Ctx, WalkMarks, decode_page, map_page};
-use citrix_harvester::lineproto::{Point, encode};
+use citrix_harvester::lineproto::encode;
 use citrix_harvester::sim::{SimOptions, Simulator};
 
 fn main() {
@@ -115,12 +115,12 @@ fn ctx() -> Ctx {
 fn full<C: Collector<State = ()>>(c: &C, corpus: &Corpus, incremental: bool) -> usize {
     let ctx = ctx();
     let mut marks = WalkMarks::default();
-    let mut points: Vec<Point> = Vec::new();
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut lines = 0;
     for body in &corpus.pages {
         let page = decode_page::<C::Record<'_>>(body).expect("a well-formed page");
-        points.clear();
+        // Per page, as in the walk: the points borrow from this page's records.
+        let mut points = Vec::with_capacity(page.value.len());
         let errors = map_page(
             c,
             &page.value,

@@ -32,64 +32,87 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// A field value. Unsigned integers are deliberately absent: InfluxDB 1.x refuses the `u` suffix.
+/// A string may borrow (`'a`) from the record it was read from; see [`PointOf`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
+pub enum FieldValueOf<'a> {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Str(String),
+    Str(Cow<'a, str>),
 }
 
-impl From<i64> for FieldValue {
+/// A field value that owns its text.
+pub type FieldValue = FieldValueOf<'static>;
+
+impl From<i64> for FieldValueOf<'_> {
     fn from(v: i64) -> Self {
-        FieldValue::Int(v)
+        FieldValueOf::Int(v)
     }
 }
-impl From<i32> for FieldValue {
+impl From<i32> for FieldValueOf<'_> {
     fn from(v: i32) -> Self {
-        FieldValue::Int(v.into())
+        FieldValueOf::Int(v.into())
     }
 }
-impl From<u32> for FieldValue {
+impl From<u32> for FieldValueOf<'_> {
     fn from(v: u32) -> Self {
-        FieldValue::Int(v.into())
+        FieldValueOf::Int(v.into())
     }
 }
-impl From<f64> for FieldValue {
+impl From<f64> for FieldValueOf<'_> {
     fn from(v: f64) -> Self {
-        FieldValue::Float(v)
+        FieldValueOf::Float(v)
     }
 }
-impl From<bool> for FieldValue {
+impl From<bool> for FieldValueOf<'_> {
     fn from(v: bool) -> Self {
-        FieldValue::Bool(v)
+        FieldValueOf::Bool(v)
     }
 }
-impl From<String> for FieldValue {
+impl From<String> for FieldValueOf<'_> {
     fn from(v: String) -> Self {
-        FieldValue::Str(v)
+        FieldValueOf::Str(Cow::Owned(v))
     }
 }
-impl From<&str> for FieldValue {
+/// Copies the text (a point that borrows uses [`PointOf::field_str`]).
+impl From<&str> for FieldValueOf<'_> {
     fn from(v: &str) -> Self {
-        FieldValue::Str(v.to_owned())
+        FieldValueOf::Str(Cow::Owned(v.to_owned()))
     }
 }
 
-/// One point: measurement, tags, fields and a nanosecond timestamp.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
+/// One point: measurement, tags, fields and a nanosecond timestamp. Tag values and string
+/// field values may borrow (`'a`) from the page a collector maps: the harvest walk encodes a
+/// page's points before the page is freed, so its text is never copied. [`Point`] owns all of
+/// its text.
+#[derive(Clone, PartialEq)]
+pub struct PointOf<'a> {
     pub measurement: Cow<'static, str>,
-    /// Tag values are `Cow` so constant values (`"true"`, a granularity name) cost no
-    /// allocation per point.
-    pub tags: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-    pub fields: Vec<(Cow<'static, str>, FieldValue)>,
+    /// Tag values are `Cow` so constant values (`"true"`, a granularity name) and text of the
+    /// record cost no allocation per point.
+    pub tags: Vec<(Cow<'static, str>, Cow<'a, str>)>,
+    pub fields: Vec<(Cow<'static, str>, FieldValueOf<'a>)>,
     pub timestamp_ns: i64,
 }
 
-impl Point {
+/// A point that owns its text.
+pub type Point = PointOf<'static>;
+
+/// Named `Point` whether or not it borrows: dead-letter files show this to operators.
+impl fmt::Debug for PointOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Point")
+            .field("measurement", &self.measurement)
+            .field("tags", &self.tags)
+            .field("fields", &self.fields)
+            .field("timestamp_ns", &self.timestamp_ns)
+            .finish()
+    }
+}
+
+impl<'a> PointOf<'a> {
     pub fn new(measurement: impl Into<Cow<'static, str>>, timestamp_ns: i64) -> Self {
-        Point {
+        PointOf {
             measurement: measurement.into(),
             tags: Vec::new(),
             fields: Vec::new(),
@@ -105,7 +128,7 @@ impl Point {
         tags: usize,
         fields: usize,
     ) -> Self {
-        Point {
+        PointOf {
             measurement: measurement.into(),
             tags: Vec::with_capacity(tags),
             fields: Vec::with_capacity(fields),
@@ -118,7 +141,7 @@ impl Point {
     pub fn tag(
         mut self,
         key: impl Into<Cow<'static, str>>,
-        value: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'a, str>>,
     ) -> Self {
         self.tags.push((key.into(), value.into()));
         self
@@ -127,14 +150,22 @@ impl Point {
     pub fn field(
         mut self,
         key: impl Into<Cow<'static, str>>,
-        value: impl Into<FieldValue>,
+        value: impl Into<FieldValueOf<'a>>,
     ) -> Self {
         self.fields.push((key.into(), value.into()));
         self
     }
 
+    /// Adds a string field that borrows its text, when present (`field` with a `&str` copies).
+    pub fn field_str(self, key: impl Into<Cow<'static, str>>, value: Option<&'a str>) -> Self {
+        match value {
+            Some(v) => self.field(key, FieldValueOf::Str(Cow::Borrowed(v))),
+            None => self,
+        }
+    }
+
     /// Adds a field only when the value is present.
-    pub fn field_opt<V: Into<FieldValue>>(
+    pub fn field_opt<V: Into<FieldValueOf<'a>>>(
         self,
         key: impl Into<Cow<'static, str>>,
         value: Option<V>,
@@ -298,7 +329,7 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
 const INLINE: usize = 32;
 
 /// Appends one line plus `'\n'` to `out`. On error `out` is left unchanged.
-pub fn encode(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode(p: &PointOf<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();
     let r = encode_inner(p, out);
     if r.is_err() {
@@ -307,7 +338,7 @@ pub fn encode(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     r
 }
 
-fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn encode_inner(p: &PointOf<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let measurement = trim_backslashes(&p.measurement);
     if measurement.is_empty() {
         return Err(EncodeError::EmptyMeasurement);
@@ -396,7 +427,7 @@ fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
                 key: key.to_owned(),
             });
         }
-        if let FieldValue::Float(f) = v
+        if let FieldValueOf::Float(f) = v
             && !f.is_finite()
         {
             continue;
@@ -406,13 +437,13 @@ fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         write_name(out, key.as_bytes(), &KEY_OR_TAG_VALUE);
         out.push(b'=');
         match v {
-            FieldValue::Int(i) => {
+            FieldValueOf::Int(i) => {
                 write_i64(out, *i);
                 out.push(b'i');
             }
-            FieldValue::Float(f) => write_f64(out, *f),
-            FieldValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            FieldValue::Str(s) => {
+            FieldValueOf::Float(f) => write_f64(out, *f),
+            FieldValueOf::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            FieldValueOf::Str(s) => {
                 out.push(b'"');
                 write_escaped(out, s.as_bytes(), &STRING_VALUE);
                 out.push(b'"');
@@ -431,7 +462,7 @@ fn encode_inner(p: &Point, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 }
 
 /// Encodes every point it can; refused points are listed in the report and leave no bytes.
-pub fn encode_all(points: &[Point], out: &mut Vec<u8>) -> EncodeReport {
+pub fn encode_all(points: &[PointOf<'_>], out: &mut Vec<u8>) -> EncodeReport {
     let mut report = EncodeReport::default();
     for (i, p) in points.iter().enumerate() {
         match encode(p, out) {
@@ -442,13 +473,13 @@ pub fn encode_all(points: &[Point], out: &mut Vec<u8>) -> EncodeReport {
     report
 }
 
-impl fmt::Display for FieldValue {
+impl fmt::Display for FieldValueOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FieldValue::Int(v) => write!(f, "{v}i"),
-            FieldValue::Float(v) => write!(f, "{v}"),
-            FieldValue::Bool(v) => write!(f, "{v}"),
-            FieldValue::Str(v) => write!(f, "{v:?}"),
+            FieldValueOf::Int(v) => write!(f, "{v}i"),
+            FieldValueOf::Float(v) => write!(f, "{v}"),
+            FieldValueOf::Bool(v) => write!(f, "{v}"),
+            FieldValueOf::Str(v) => write!(f, "{v:?}"),
         }
     }
 }

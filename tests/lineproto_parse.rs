@@ -125,7 +125,7 @@ fn parse(line: &str) -> Result<Parsed, String> {
                 return Err("unterminated string".into());
             }
             let s = unescape(&b[v + 1..e], b"\\\"");
-            (FieldValue::Str(s), e + 1)
+            (FieldValue::Str(s.into()), e + 1)
         } else {
             let e = v + b[v..f_end]
                 .iter()
@@ -212,7 +212,7 @@ fn expected(p: &Point) -> Parsed {
         .filter(|(_, v)| !matches!(v, FieldValue::Float(f) if !f.is_finite()))
         .map(|(k, v)| {
             let v = match v {
-                FieldValue::Str(s) => FieldValue::Str(ctrl(s)),
+                FieldValue::Str(s) => FieldValue::Str(ctrl(s).into()),
                 v => v.clone(),
             };
             (name(k), v)
@@ -242,7 +242,7 @@ fn value() -> impl Strategy<Value = FieldValue> {
         any::<i64>().prop_map(FieldValue::Int),
         any::<f64>().prop_map(FieldValue::Float),
         any::<bool>().prop_map(FieldValue::Bool),
-        nasty().prop_map(FieldValue::Str),
+        nasty().prop_map(|s| FieldValue::Str(s.into())),
     ]
 }
 

@@ -36,9 +36,10 @@ fn ctx() -> Ctx {
 
 fn lines<C: Collector>(c: &C, state: &C::State, json: &str) -> Vec<String> {
     let r: C::Record<'_> = serde_json::from_str(json).unwrap();
+    let ctx = ctx();
     let mut points = Vec::new();
-    c.map(&r, state, &ctx(), &mut points).unwrap();
-    c.finish(state, &ctx(), &mut points);
+    c.map(&r, state, &ctx, &mut points).unwrap();
+    c.finish(state, &ctx, &mut points);
     points
         .iter()
         .map(|p| {

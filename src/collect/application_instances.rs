@@ -12,7 +12,7 @@ use super::{
 };
 use crate::citrix::model::{Application, ApplicationInstance};
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_application_instance";
 
@@ -77,7 +77,7 @@ impl Collector for ApplicationInstances {
         r: &ApplicationInstance,
         _: &(),
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("application instance without Id".into()))?;

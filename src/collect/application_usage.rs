@@ -13,7 +13,7 @@ use super::application_instances::{APPLICATION_EXPAND, application_name};
 use super::{Collector, Ctx, MapError, exact_ns, tenant_point};
 use crate::citrix::model::ApplicationInstance;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_application_usage";
 
@@ -62,7 +62,7 @@ impl Collector for ApplicationUsage {
         r: &ApplicationInstance,
         running: &Running,
         _ctx: &Ctx,
-        _out: &mut Vec<Point>,
+        _out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let dg = r
             .session
@@ -84,7 +84,7 @@ impl Collector for ApplicationUsage {
         Ok(())
     }
 
-    fn finish(&self, running: &Running, ctx: &Ctx, out: &mut Vec<Point>) {
+    fn finish(&self, running: &Running, ctx: &Ctx, out: &mut Vec<PointOf<'_>>) {
         let Ok(ts) = exact_ns(ctx.cycle_time) else {
             return;
         };

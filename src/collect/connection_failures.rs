@@ -15,7 +15,7 @@ use crate::citrix::client::{MonitorClient, MonitorError};
 use crate::citrix::enums;
 use crate::citrix::model::{ConnectionFailureCategory, ConnectionFailureLog};
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_connection_failure";
 
@@ -84,7 +84,7 @@ impl Collector for ConnectionFailures {
         f: &ConnectionFailureLog,
         cats: &Categories,
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let id =
             f.id.ok_or_else(|| MapError("failure log without Id".into()))?;

@@ -3,14 +3,12 @@
 //! modified when its logon completes, so a half-finished logon is re-read and overwritten).
 //! Tags are low-cardinality only (DESIGN.md rule 6): user, client and session key are fields.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 
 use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, span_ms};
 use crate::citrix::model::Connection;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_logon";
 
@@ -87,12 +85,12 @@ impl Collector for Connections {
         r.modified_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        c: &Connection<'_>,
-        _state: &(),
-        ctx: &Ctx,
-        out: &mut Vec<Point>,
+        c: &'r Connection<'_>,
+        _state: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             c.id.ok_or_else(|| MapError("connection without Id".into()))?;
@@ -120,11 +118,11 @@ impl Collector for Connections {
                 .then(|| session.and_then(|s| s.log_on_duration))
                 .flatten()
         });
-        let p = Point::with_capacity(MEASUREMENT, record_timestamp_ns(when, id), 5, 17)
-            .tag("customer", ctx.customer.clone())
-            .tag("customer_id", ctx.customer_id.clone())
-            .tag("delivery_group", delivery_group.to_owned())
-            .tag("protocol", protocol_tag(c.protocol.as_deref()))
+        let p = PointOf::with_capacity(MEASUREMENT, record_timestamp_ns(when, id), 5, 17)
+            .tag("customer", ctx.customer.as_str())
+            .tag("customer_id", ctx.customer_id.as_str())
+            .tag("delivery_group", delivery_group)
+            .tag("protocol", c.protocol.as_deref().unwrap_or_default())
             .tag("is_reconnect", if is_reconnect { "true" } else { "false" })
             .field("connection_id", id)
             .field_opt("logon_duration_ms", total)
@@ -148,38 +146,27 @@ impl Collector for Connections {
                 "interactive_ms",
                 span_ms(c.interactive_start_date, c.interactive_end_date),
             )
-            .field_opt("session_key", c.session_key.as_deref())
-            .field_opt(
+            .field_str("session_key", c.session_key.as_deref())
+            .field_str(
                 "user_name",
                 session
                     .and_then(|s| s.user.as_ref())
                     .and_then(|u| u.user_name.as_deref()),
             )
-            .field_opt("machine", machine.and_then(|m| m.name.as_deref()))
-            .field_opt("client_name", c.client_name.as_deref())
-            .field_opt("client_address", c.client_address.as_deref())
-            .field_opt("client_version", c.client_version.as_deref())
-            .field_opt("client_platform", c.client_platform.as_deref());
+            .field_str("machine", machine.and_then(|m| m.name.as_deref()))
+            .field_str("client_name", c.client_name.as_deref())
+            .field_str("client_address", c.client_address.as_deref())
+            .field_str("client_version", c.client_version.as_deref())
+            .field_str("client_platform", c.client_platform.as_deref());
         out.push(p);
         Ok(())
-    }
-}
-
-/// The protocol tag: the service's usual values are constants (no allocation per point),
-/// anything else is copied as it is.
-fn protocol_tag(p: Option<&str>) -> Cow<'static, str> {
-    match p.unwrap_or_default() {
-        "HDX" => Cow::Borrowed("HDX"),
-        "RDP" => Cow::Borrowed("RDP"),
-        "Console" => Cow::Borrowed("Console"),
-        other => Cow::Owned(other.to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lineproto::FieldValue;
+    use crate::lineproto::{FieldValue, FieldValueOf};
 
     fn ctx() -> Ctx {
         Ctx {
@@ -189,11 +176,11 @@ mod tests {
         }
     }
 
-    fn field<'a>(p: &'a Point, k: &str) -> Option<&'a FieldValue> {
+    fn field<'a>(p: &'a PointOf<'_>, k: &str) -> Option<&'a FieldValueOf<'a>> {
         p.fields.iter().find(|(n, _)| n == k).map(|(_, v)| v)
     }
 
-    fn tag<'a>(p: &'a Point, k: &str) -> Option<&'a str> {
+    fn tag<'a>(p: &'a PointOf<'_>, k: &str) -> Option<&'a str> {
         p.tags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref())
     }
 
@@ -213,8 +200,9 @@ mod tests {
               "Machine":{"Name":"DOM\\vda 1","DesktopGroup":{"Name":"Sales, EU"}}}}"#,
         )
         .unwrap();
+        let ctx = ctx();
         let mut out = Vec::new();
-        Connections.map(&c, &(), &ctx(), &mut out).unwrap();
+        Connections.map(&c, &(), &ctx, &mut out).unwrap();
         let p = &out[0];
         assert_eq!(p.measurement, MEASUREMENT);
         assert_eq!(tag(p, "delivery_group"), Some("Sales, EU"));
@@ -252,35 +240,28 @@ mod tests {
     }
 
     #[test]
-    fn protocol_tag_keeps_unknown_values() {
-        assert!(matches!(protocol_tag(Some("HDX")), Cow::Borrowed("HDX")));
-        assert_eq!(protocol_tag(Some("ICA 2")), "ICA 2");
-        assert_eq!(protocol_tag(None), "");
-    }
-
-    #[test]
     fn reconnect_without_logon_dates_has_no_total() {
         let c: Connection = serde_json::from_str(
             r#"{"Id":78,"IsReconnect":true,"BrokeringDate":"2026-03-02T09:00:00Z",
                 "Session":{"LogOnDuration":5000}}"#,
         )
         .unwrap();
+        let ctx = ctx();
         let mut out = Vec::new();
-        Connections.map(&c, &(), &ctx(), &mut out).unwrap();
+        Connections.map(&c, &(), &ctx, &mut out).unwrap();
         assert_eq!(field(&out[0], "logon_duration_ms"), None);
         assert_eq!(tag(&out[0], "is_reconnect"), Some("true"));
     }
 
     #[test]
     fn record_without_id_or_dates_is_rejected() {
+        let ctx = ctx();
         let mut out = Vec::new();
         let no_id: Connection =
             serde_json::from_str(r#"{"BrokeringDate":"2026-03-02T09:00:00Z"}"#).unwrap();
-        assert!(Connections.map(&no_id, &(), &ctx(), &mut out).is_err());
+        assert!(Connections.map(&no_id, &(), &ctx, &mut out).is_err());
         let no_date: Connection = serde_json::from_str(r#"{"Id":5}"#).unwrap();
-        let e = Connections
-            .map(&no_date, &(), &ctx(), &mut out)
-            .unwrap_err();
+        let e = Connections.map(&no_date, &(), &ctx, &mut out).unwrap_err();
         assert!(e.0.contains("connection 5"));
         assert!(out.is_empty());
     }

@@ -8,7 +8,7 @@ use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, te
 use crate::citrix::enums;
 use crate::citrix::model::MachineHotfixLog;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_hotfix";
 
@@ -66,7 +66,7 @@ impl Collector for Hotfixes {
         r: &MachineHotfixLog,
         _: &(),
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("hotfix log without Id".into()))?;

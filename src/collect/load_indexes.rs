@@ -12,7 +12,7 @@ use super::{
 };
 use crate::citrix::model::LoadIndexRow;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_load_index";
 
@@ -69,7 +69,7 @@ impl Collector for LoadIndexes {
         r: &LoadIndexRow,
         _: &(),
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("load index without Id".into()))?;

@@ -9,7 +9,7 @@ use super::{Collector, Ctx, MapError, incremental_query, record_timestamp_ns, te
 use crate::citrix::enums;
 use crate::citrix::model::MachineFailureLog;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_machine_failure";
 
@@ -63,7 +63,7 @@ impl Collector for MachineFailures {
         f: &MachineFailureLog,
         _: &(),
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let id =
             f.id.ok_or_else(|| MapError("machine failure log without Id".into()))?;

@@ -9,7 +9,7 @@ use super::{Collector, Ctx, MapError};
 use crate::citrix::enums;
 use crate::citrix::model::Machine;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::{Point, PointOf};
 
 pub const MEASUREMENT: &str = "citrix_machine";
 
@@ -68,7 +68,7 @@ impl Collector for Machines {
         m: &Machine,
         _state: &(),
         ctx: &Ctx,
-        out: &mut Vec<Point>,
+        out: &mut Vec<PointOf<'_>>,
     ) -> Result<(), MapError> {
         let name = m
             .name

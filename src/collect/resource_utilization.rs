@@ -10,7 +10,7 @@ use super::{
 };
 use crate::citrix::model::ResourceUtilization as Row;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_resource_utilization";
 
@@ -58,7 +58,7 @@ impl Collector for ResourceUtilization {
         r.collected_date
     }
 
-    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<PointOf<'_>>) -> Result<(), MapError> {
         let base = machine_sample_point(
             MEASUREMENT,
             r.collected_date,

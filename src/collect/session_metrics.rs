@@ -10,7 +10,7 @@ use super::{
 };
 use crate::citrix::model::SessionMetrics as Row;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_session_metrics";
 
@@ -62,7 +62,7 @@ impl Collector for SessionMetrics {
         r.collected_date
     }
 
-    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<PointOf<'_>>) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("session metric without Id".into()))?;
         let at = r

@@ -12,7 +12,7 @@ use super::{
 use crate::citrix::enums;
 use crate::citrix::model::Session;
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_session";
 
@@ -64,7 +64,13 @@ impl Collector for Sessions {
         r.modified_date
     }
 
-    fn map(&self, s: &Session, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(
+        &self,
+        s: &Session,
+        _: &(),
+        ctx: &Ctx,
+        out: &mut Vec<PointOf<'_>>,
+    ) -> Result<(), MapError> {
         let key = s
             .session_key
             .as_deref()
@@ -111,7 +117,7 @@ impl Collector for Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lineproto::FieldValue;
+    use crate::lineproto::{FieldValue, FieldValueOf};
 
     #[test]
     fn state_is_a_field_and_the_timestamp_is_stable_across_state_changes() {
@@ -139,7 +145,7 @@ mod tests {
             a[0].timestamp_ns, b[0].timestamp_ns,
             "same record, same point"
         );
-        let tag_keys = |p: &Point| {
+        let tag_keys = |p: &PointOf<'_>| {
             p.tags
                 .iter()
                 .map(|(k, _)| k.to_string())
@@ -149,12 +155,12 @@ mod tests {
             tag_keys(&a[0]),
             ["customer", "customer_id", "delivery_group", "session_type"]
         );
-        let f = |p: &Point, k: &str| {
+        fn f<'a>(p: &PointOf<'a>, k: &str) -> Option<FieldValueOf<'a>> {
             p.fields
                 .iter()
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
-        };
+        }
         assert_eq!(
             f(&a[0], "connection_state"),
             Some(FieldValue::Str("Active".into()))

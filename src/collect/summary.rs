@@ -13,7 +13,7 @@ use crate::citrix::model::{
     ResourceUtilizationSummary, SessionActivitySummary,
 };
 use crate::citrix::odata::Query;
-use crate::lineproto::Point;
+use crate::lineproto::{Point, PointOf};
 
 /// The columns every summary row has.
 pub trait SummaryRow {
@@ -110,7 +110,13 @@ impl<K: SummaryKind> Collector for K {
         r.summary_date()
     }
 
-    fn map(&self, r: &K::Row, _: &(), ctx: &Ctx, out: &mut Vec<Point>) -> Result<(), MapError> {
+    fn map(
+        &self,
+        r: &K::Row,
+        _: &(),
+        ctx: &Ctx,
+        out: &mut Vec<PointOf<'_>>,
+    ) -> Result<(), MapError> {
         let base = summary_point(self.measurement(), r, self.granularity(), ctx)?;
         out.push(self.point(r, base));
         Ok(())

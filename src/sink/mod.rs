@@ -34,7 +34,7 @@ pub use classify::{
     parse_retry_after,
 };
 
-use crate::lineproto::{Point, encode};
+use crate::lineproto::{Point, PointOf, encode};
 use crate::secret::Secret;
 use deadletter::{DeadLetter, DeadLetters};
 use file::{FileWriter, StdoutWriter};
@@ -602,7 +602,7 @@ impl Sink {
     /// The first half of [`Sink::write`]: the points as line protocol. A caller that drops its
     /// points before awaiting [`Sink::write_encoded`] holds only the lines (about a third of
     /// the points' memory) while the server answers.
-    pub fn encode(&self, points: &[Point]) -> Encoded {
+    pub fn encode(&self, points: &[PointOf<'_>]) -> Encoded {
         // Sized for these points (lines are a few hundred bytes), not for the largest batch:
         // many writes run at once, and each reserved megabyte would count in memory.
         let mut buf: Vec<u8> =

@@ -9,7 +9,7 @@ fuzz_target!(|input: (String, String, String, String, String, f64, i64)| {
     let (m, tk, tv, fk, fv, f, i) = input;
     let p = Point::new(m, i)
         .tag(tk, tv)
-        .field(fk.clone(), FieldValue::Str(fv))
+        .field(fk.clone(), FieldValue::Str(fv.into()))
         .field(format!("{fk}_f"), f)
         .field("i", i);
     let mut out = b"keep".to_vec();
