@@ -19,10 +19,14 @@ use citrix_harvester::sim::{Faults, SimHandle, SimOptions, Simulator, TokenFault
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
+    start_sim_paged(tenants, seed, 100).await
+}
+
+async fn start_sim_paged(tenants: usize, seed: u64, page_size: usize) -> SimHandle {
     Simulator::new(SimOptions {
         tenants,
         seed,
-        page_size: 100,
+        page_size,
         now: minute_now(),
         history: chrono::Duration::days(2),
         ..SimOptions::default()
@@ -526,17 +530,7 @@ async fn a_row_modified_while_paging_cannot_hide_another_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walk_keeps_its_request_slot_for_its_next_page_up_to_a_turn() {
     use citrix_harvester::collect::PAGES_PER_TURN;
-    let sim = Simulator::new(SimOptions {
-        tenants: 4,
-        seed: 52,
-        page_size: 40,
-        now: minute_now(),
-        history: chrono::Duration::days(2),
-        ..SimOptions::default()
-    })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .expect("simulator starts");
+    let sim = start_sim_paged(4, 52, 40).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = file_config(&sim, dir.path());
     cfg.harvester.max_concurrent_requests = 1;
