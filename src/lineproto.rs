@@ -325,6 +325,17 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
     let _ = write!(out, "{v}");
 }
 
+/// Length and first 7 bytes of a key: equal keys have equal fingerprints.
+#[inline]
+fn fingerprint(key: &str) -> u64 {
+    let k = key.as_bytes();
+    let mut b = [0u8; 8];
+    let m = k.len().min(7);
+    b[..m].copy_from_slice(&k[..m]);
+    b[7] = k.len() as u8;
+    u64::from_le_bytes(b)
+}
+
 /// Small fixed-capacity index list, so sorting tags needs no allocation for typical points.
 const INLINE: usize = 32;
 
@@ -402,6 +413,8 @@ fn encode_inner(p: &PointOf<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     }
 
     let mut sep = b' ';
+    let mut seen: [&str; INLINE] = [""; INLINE];
+    let mut seen_fp = [0u64; INLINE];
     for (n, (k, v)) in p.fields.iter().enumerate() {
         let key = trim_backslashes(k);
         if key.is_empty() {
@@ -416,11 +429,20 @@ fn encode_inner(p: &PointOf<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
                 name: key.to_owned(),
             });
         }
-        // Field lists are short; a quadratic check avoids an allocation.
-        if p.fields[..n]
-            .iter()
-            .any(|(k2, _)| trim_backslashes(k2) == key)
-        {
+        // Field lists are short: a quadratic check without allocation, over the keys seen so
+        // far (trimmed once) and a fingerprint that settles nearly every pair in one compare.
+        let fp = fingerprint(key);
+        let duplicate = if n < INLINE {
+            let dup = (0..n).any(|j| seen_fp[j] == fp && seen[j] == key);
+            seen_fp[n] = fp;
+            seen[n] = key;
+            dup
+        } else {
+            p.fields[..n]
+                .iter()
+                .any(|(k2, _)| trim_backslashes(k2) == key)
+        };
+        if duplicate {
             return Err(EncodeError::DuplicateKey {
                 measurement: p.measurement.to_string(),
                 what: "field",
@@ -487,6 +509,34 @@ impl fmt::Display for FieldValueOf<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicate_field_keys_are_found_in_long_lists_and_after_trimming() {
+        let keys: Vec<String> = (0..40).map(|i| format!("field_number_{i:02}")).collect();
+        let mut p = Point::new("m", 1);
+        for k in &keys {
+            p = p.field(k.clone(), 1i64);
+        }
+        let mut out = Vec::new();
+        assert!(
+            encode(&p, &mut out).is_ok(),
+            "40 distinct keys sharing 13 bytes"
+        );
+        for at in [1, 20, 31, 32, 39] {
+            let mut q = p.clone();
+            q.fields[at].0 = keys[at - 1].clone().into();
+            assert!(
+                matches!(encode(&q, &mut out), Err(EncodeError::DuplicateKey { .. })),
+                "duplicate at {at}"
+            );
+        }
+        // Keys equal once their trailing backslashes are stripped (rewrite 1).
+        let q = Point::new("m", 1).field("ab", 1i64).field("ab\\\\", 2i64);
+        assert!(matches!(
+            encode(&q, &mut out),
+            Err(EncodeError::DuplicateKey { .. })
+        ));
+    }
 
     fn line(p: &Point) -> String {
         let mut out = Vec::new();
