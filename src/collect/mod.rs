@@ -336,12 +336,20 @@ async fn walk<C: Collector>(
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
                 "Record skipped: it cannot be mapped to a point.");
         }
-        let report = env.sink.write_encoded(encoded).await.map_err(|e| {
-            (
-                "sink",
-                format!("tenant {}, entity {name}: {e}", ctx.customer),
-            )
-        })?;
+        let origin = crate::sink::Origin {
+            tenant: &ctx.customer,
+            entity: &name,
+        };
+        let report = env
+            .sink
+            .write_encoded(encoded, Some(origin))
+            .await
+            .map_err(|e| {
+                (
+                    "sink",
+                    format!("tenant {}, entity {name}: {e}", ctx.customer),
+                )
+            })?;
         // A walk in progress keeps its slot for its next page rather than queueing behind
         // every tenant that has not started (FIFO would open every tenant's walk at once, each
         // remembering its keys); after PAGES_PER_TURN pages it queues again, so one long walk

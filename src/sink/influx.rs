@@ -17,6 +17,8 @@ use reqwest::{Client, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
+use super::Origin;
+
 use super::classify::{Disposition, Misconfig, TransportKind, classify, parse_retry_after};
 use super::deadletter::{DeadLetter, DeadLetters};
 use super::{SinkError, WriteReport};
@@ -94,6 +96,7 @@ impl HttpWriter {
         buf: &[u8],
         ends: &[usize],
         report: &mut WriteReport,
+        origin: Option<Origin<'_>>,
     ) -> Result<(), Undelivered> {
         // Line i spans start(i)..ends[i]. A work stack of line-index ranges replaces recursion;
         // the first half is pushed last so lines go out in order.
@@ -111,11 +114,12 @@ impl HttpWriter {
                 stack.push(mid..r.end);
                 stack.push(r.start..mid);
             };
-            match self.send_with_retry(bytes).await {
+            match self.send_with_retry(bytes, origin).await {
                 Ok(()) => report.written += n,
                 Err(f) => match f.disposition {
                     Disposition::Split | Disposition::Reject if n > 1 => {
-                        tracing::debug!(url = %self.shown_url, lines = n, status = ?f.status, "bisecting batch");
+                        tracing::debug!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
+                            url = %self.shown_url, lines = n, status = ?f.status, "bisecting batch");
                         halves(&mut stack);
                     }
                     Disposition::Split | Disposition::Reject => {
@@ -131,7 +135,8 @@ impl HttpWriter {
                         let d = d.min(n);
                         report.written += n - d;
                         report.dropped += d;
-                        tracing::error!(url = %self.shown_url, lines = n, dropped = d, reason = %f.reason, "server dropped lines of a batch");
+                        tracing::error!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
+                            url = %self.shown_url, lines = n, dropped = d, reason = %f.reason, "server dropped lines of a batch");
                     }
                     Disposition::AcceptPartial { dropped: None } if n > 1 => halves(&mut stack),
                     Disposition::AcceptPartial { dropped: None } => {
@@ -145,7 +150,8 @@ impl HttpWriter {
                     }
                     Disposition::Misconfigured(m) => {
                         let hint = self.setting_hint(m);
-                        tracing::error!(url = %self.shown_url, status = ?f.status, hint, "giving up on a batch: the server refuses us");
+                        tracing::error!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
+                            url = %self.shown_url, status = ?f.status, hint, "giving up on a batch: the server refuses us");
                         let error = SinkError::GaveUp {
                             url: self.shown_url.clone(),
                             reason: format!("{}; {hint}", f.reason),
@@ -180,7 +186,11 @@ impl HttpWriter {
 
     /// Sends one body, retrying transient failures with exponential backoff and full jitter
     /// (or the server's Retry-After) until `retry_max_elapsed` is used up.
-    async fn send_with_retry(&self, lines: &[u8]) -> Result<(), Failure> {
+    async fn send_with_retry(
+        &self,
+        lines: &[u8],
+        origin: Option<Origin<'_>>,
+    ) -> Result<(), Failure> {
         let body = if self.gzip {
             // Level 1: line protocol still shrinks ~10x and the CPU stays free for encoding.
             let mut enc = flate2::write::GzEncoder::new(
@@ -219,10 +229,12 @@ impl HttpWriter {
             })
             .notify(|f: &Failure, wait: Duration| match f.disposition {
                 Disposition::Misconfigured(m) => tracing::warn!(
+                    tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
                     url = %self.shown_url, status = ?f.status, hint = self.setting_hint(m),
                     retry_in = ?wait, "server refuses the write"
                 ),
                 _ => tracing::warn!(
+                    tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
                     url = %self.shown_url, status = ?f.status, reason = %f.reason,
                     retry_in = ?wait, "write failed; retrying"
                 ),

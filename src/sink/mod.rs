@@ -296,6 +296,13 @@ fn batches(ends: &[usize], size: usize, bytes: usize) -> Vec<std::ops::Range<usi
     out
 }
 
+/// Whose points a write carries, for the sink's own log lines (retries, refusals, spooling).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub tenant: &'a str,
+    pub entity: &'a str,
+}
+
 /// Points encoded by [`Sink::encode`], waiting for [`Sink::write_encoded`].
 pub struct Encoded {
     buf: Vec<u8>,
@@ -596,7 +603,7 @@ impl Sink {
     /// error either (`report.spooled`), unless the spool is full ([`SinkError::SpoolFull`]).
     pub async fn write(&self, points: &[Point]) -> Result<WriteReport, SinkError> {
         let encoded = self.encode(points);
-        self.write_encoded(encoded).await
+        self.write_encoded(encoded, None).await
     }
 
     /// The first half of [`Sink::write`]: the points as line protocol. A caller that drops its
@@ -627,7 +634,12 @@ impl Sink {
 
     /// The second half of [`Sink::write`]: sends the lines in batches of at most `batch_size`
     /// lines and `batch_bytes` bytes (a single longer line goes alone).
-    pub async fn write_encoded(&self, encoded: Encoded) -> Result<WriteReport, SinkError> {
+    /// `origin` names the tenant and entity in the sink's log lines.
+    pub async fn write_encoded(
+        &self,
+        encoded: Encoded,
+        origin: Option<Origin<'_>>,
+    ) -> Result<WriteReport, SinkError> {
         let inner = &*self.inner;
         let Encoded { buf, ends, refused } = encoded;
         let mut st = Progress::default();
@@ -640,7 +652,7 @@ impl Sink {
             };
             rel.clear();
             rel.extend(ends[lines.clone()].iter().map(|e| e - start));
-            self.flush(&buf[start..ends[lines.end - 1]], &rel, &mut st)
+            self.flush(&buf[start..ends[lines.end - 1]], &rel, &mut st, origin)
                 .await?;
         }
         if let Writer::File(f) = &inner.writer {
@@ -652,18 +664,24 @@ impl Sink {
             inner.dead_letters.record(refused).await;
         }
         if !st.to_spool.is_empty() {
-            self.spool(st).await
+            self.spool(st, origin).await
         } else {
             Ok(st.report)
         }
     }
 
-    async fn flush(&self, buf: &[u8], ends: &[usize], st: &mut Progress) -> Result<(), SinkError> {
+    async fn flush(
+        &self,
+        buf: &[u8],
+        ends: &[usize],
+        st: &mut Progress,
+        origin: Option<Origin<'_>>,
+    ) -> Result<(), SinkError> {
         match &self.inner.writer {
             Writer::Http(w) => {
                 let Some(spool) = &self.inner.spool else {
                     return w
-                        .deliver(buf, ends, &mut st.report)
+                        .deliver(buf, ends, &mut st.report, origin)
                         .await
                         .map_err(|u| u.error);
                 };
@@ -675,7 +693,7 @@ impl Sink {
                     });
                     return Ok(());
                 }
-                if let Err(u) = w.deliver(buf, ends, &mut st.report).await {
+                if let Err(u) = w.deliver(buf, ends, &mut st.report, origin).await {
                     let (bytes, left) = replay::keep(buf, ends, &u.remaining);
                     st.spool_cause = Some(u.error.to_string());
                     st.to_spool.push(Batch {
@@ -699,7 +717,11 @@ impl Sink {
     }
 
     /// Appends the call's spooled batches (one fsync) and finishes its report.
-    async fn spool(&self, st: Progress) -> Result<WriteReport, SinkError> {
+    async fn spool(
+        &self,
+        st: Progress,
+        origin: Option<Origin<'_>>,
+    ) -> Result<WriteReport, SinkError> {
         let inner = &*self.inner;
         let spool = inner
             .spool
@@ -712,7 +734,8 @@ impl Sink {
         } = st;
         let lines: usize = to_spool.iter().map(|b| b.lines).sum();
         if let Some(cause) = &spool_cause {
-            tracing::warn!(sink = %inner.description, points = lines, error = %cause,
+            tracing::warn!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
+                sink = %inner.description, points = lines, error = %cause,
                 "server unreachable or refusing; spooling to disk until it answers again");
         }
         let sp = spool.clone();
@@ -849,6 +872,84 @@ mod tests {
                 }
                 assert_eq!(next, ends.len());
             }
+        }
+    }
+
+    /// The sink's own lines about a write (here: a retry, then spooling) name the tenant and
+    /// entity the walk passed; a write without an origin logs without them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn sink_log_lines_name_the_origin_of_the_write() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // A closed port: every attempt fails, then the points go to the spool.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let state = tempfile::tempdir().unwrap();
+        let mut cfg = SinkConfig::new(SinkKind::InfluxV2 {
+            url: format!("http://127.0.0.1:{port}"),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: None,
+        });
+        cfg.retry_max_elapsed = Duration::from_millis(300);
+        cfg.state_dir = Some(state.path().to_path_buf());
+        let sink = Sink::new(cfg).unwrap();
+        let pts = [Point::new("m", 1).field("v", 1i64)];
+        let origin = Origin {
+            tenant: "Contoso",
+            entity: "connections",
+        };
+        let r = sink
+            .write_encoded(sink.encode(&pts), Some(origin))
+            .await
+            .unwrap();
+        assert_eq!(r.spooled, 1);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| {
+                v["target"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("citrix_harvester::sink")
+            })
+            .collect();
+        let messages: Vec<&str> = lines.iter().filter_map(|v| v["message"].as_str()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("retrying")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("spooling")),
+            "{messages:?}"
+        );
+        for v in &lines {
+            assert_eq!(v["tenant"], "Contoso", "{v}");
+            assert_eq!(v["entity"], "connections", "{v}");
         }
     }
 

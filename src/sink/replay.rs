@@ -142,7 +142,7 @@ async fn send(
     loop {
         let mut report = WriteReport::default();
         let res = tokio::select! {
-            r = writer.deliver(&body, &ends, &mut report) => r,
+            r = writer.deliver(&body, &ends, &mut report, None) => r,
             _ = cancel.cancelled() => return false,
         };
         inner
