@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use citrix_harvester::lineproto::Point;
 use citrix_harvester::secret::Secret;
-use citrix_harvester::sink::{Sink, SinkConfig, SinkError, SinkKind, WriteReport};
+use citrix_harvester::sink::{Origin, Sink, SinkConfig, SinkError, SinkKind, WriteReport};
 
 /// One request as the server saw it: headers and the (gunzipped) lines.
 #[derive(Clone, Debug)]
@@ -316,5 +316,45 @@ async fn byte_cap_splits_batches() {
     for s in seen.iter() {
         let bytes: usize = s.lines.iter().map(|l| l.len() + 1).sum();
         assert!(bytes <= 40 || s.lines.len() == 1, "{s:?}");
+    }
+}
+
+/// The sink's own lines about a page's write (here: retries, then spooling) name the tenant
+/// and entity the walk passed as its origin.
+#[tokio::test(flavor = "current_thread")]
+async fn sink_log_lines_name_the_origin_of_the_write() {
+    // A closed port: every attempt fails, then the points go to the spool.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = v2(&format!("http://127.0.0.1:{port}"), None);
+    cfg.retry_max_elapsed = Duration::from_millis(300);
+    cfg.state_dir = Some(state.path().to_path_buf());
+    let sink = Sink::new(cfg).unwrap();
+    let (logs, _guard) = common::capture_logs();
+    let origin = Origin {
+        tenant: "Contoso",
+        entity: "connections",
+    };
+    let r = sink
+        .write_encoded(sink.encode(&points(2)), Some(origin))
+        .await
+        .unwrap();
+    assert_eq!(r.spooled, 2);
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let ours: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("citrix_harvester::sink"))
+        .collect();
+    assert!(ours.iter().any(|l| l.contains("retrying")), "{logs}");
+    assert!(ours.iter().any(|l| l.contains("spooling")), "{logs}");
+    for l in &ours {
+        assert!(
+            l.contains("tenant=\"Contoso\"") && l.contains("entity=\"connections\""),
+            "a sink line without its origin: {l}"
+        );
     }
 }
