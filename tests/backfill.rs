@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use citrix_harvester::backfill::{self, BackfillOptions, ProgressStyle, progress_
 use citrix_harvester::checkpoint::Checkpoints;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now};
-use citrix_harvester::sim::{Faults, SimOptions, Simulator};
+use citrix_harvester::sim::{Faults, SimOptions};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 fn date(v: &Value, field: &str) -> DateTime<Utc> {
@@ -48,7 +47,7 @@ async fn an_interrupted_backfill_resumes_and_writes_every_point_once() {
     };
     let db = common::unique_name("backfill");
     common::influx1_create_db(&url, &db).await;
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 1,
         seed: 51,
         page_size: 100,
@@ -56,9 +55,7 @@ async fn an_interrupted_backfill_resumes_and_writes_every_point_once() {
         history: chrono::Duration::days(5),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let t = sim.tenants()[0].clone();
     let state = tempfile::tempdir().unwrap();
     let output = SinkConfig::new(SinkKind::InfluxV1 {
@@ -246,14 +243,12 @@ fn the_cli_refuses_what_cannot_be_backfilled() {
 
 #[tokio::test]
 async fn snapshots_and_unknown_names_are_refused_before_anything_runs() {
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 1,
         history: chrono::Duration::hours(1),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let state = tempfile::tempdir().unwrap();
     let cfg = config_for_simulator(
         &sim,

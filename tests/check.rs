@@ -4,23 +4,20 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::{Faults, SimHandle, SimOptions, Simulator, TokenFault};
+use citrix_harvester::sim::{Faults, SimHandle, SimOptions, TokenFault};
 
 async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
-    Simulator::new(SimOptions {
+    common::sim::start(SimOptions {
         tenants,
         seed,
         now: minute_now(),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
     .await
-    .unwrap()
 }
 
 /// One `[[tenant]]` of the simulator; names have no spaces so table columns split cleanly.

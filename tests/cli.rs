@@ -1,22 +1,21 @@
 //! The command line as an operator uses it: README's demo command, `--once` exit codes and
 //! summaries against the simulator, and configuration errors that name the key.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::process::Command;
 
 use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::{SimOptions, Simulator};
+use citrix_harvester::sim::SimOptions;
 
 async fn start_sim(tenants: usize, seed: u64) -> citrix_harvester::sim::SimHandle {
-    Simulator::new(SimOptions {
+    common::sim::start(SimOptions {
         tenants,
         seed,
         now: minute_now(),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
     .await
-    .unwrap()
 }
 
 fn bin() -> Command {

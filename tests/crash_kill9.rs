@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
 use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::{SimOptions, Simulator};
+use citrix_harvester::sim::SimOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_twenty_random_moments_loses_nothing() {
@@ -25,16 +24,14 @@ async fn kill_9_at_twenty_random_moments_loses_nothing() {
     };
     let db = common::unique_name("kill9");
     common::influx1_create_db(&url, &db).await;
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 2,
         seed: 77,
         now: minute_now(),
         history: chrono::Duration::days(1),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!(
         "[harvester]\nstate_dir = \"{}\"\nlookback = \"3d\"\njitter = \"0s\"\n\

@@ -5,8 +5,9 @@
 //! init script. The harvester configs it mounts must be valid, and the demo config's tenants
 //! must be exactly what the simulator service serves, proven by a harvest against it.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
@@ -520,15 +521,13 @@ fn the_harvester_configs_are_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_config_harvests_the_simulator_service() {
     let (tenants, seed) = simulator_args();
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants,
         seed,
         history: chrono::Duration::hours(6),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     // The compose service name becomes the loopback simulator; everything else as shipped.
     let text = std::fs::read_to_string(compose_dir().join("harvester-demo.toml"))
         .unwrap()

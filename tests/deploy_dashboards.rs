@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{Harvester, TenantSummary};
-use citrix_harvester::sim::{SimOptions, Simulator};
+use citrix_harvester::sim::SimOptions;
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 /// Grafana's own variables the dashboards may use besides their template variables.
@@ -375,16 +374,14 @@ fn simulated_now() -> DateTime<Utc> {
 /// each tenant has two `citrix_harvester` points (they are stamped in whole seconds).
 async fn harvest(url: &str, db: &str) -> Vec<TenantSummary> {
     let history = chrono::Duration::days(2);
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 3,
         seed: 42,
         now: simulated_now(),
         history,
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .expect("simulator starts");
+    .await;
     let state = tempfile::tempdir().unwrap();
     let output = SinkConfig::new(SinkKind::InfluxV1 {
         url: url.to_string(),

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
-use citrix_harvester::sim::{SimHandle, SimOptions, Simulator};
+use citrix_harvester::sim::{SimHandle, SimOptions};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 const HISTORY_DAYS: i64 = 2;
 
 async fn start_sim(tenants: usize, seed: u64, page_size: usize) -> SimHandle {
-    Simulator::new(SimOptions {
+    common::sim::start(SimOptions {
         tenants,
         seed,
         page_size,
@@ -31,9 +30,7 @@ async fn start_sim(tenants: usize, seed: u64, page_size: usize) -> SimHandle {
         history: chrono::Duration::days(HISTORY_DAYS),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
     .await
-    .expect("simulator starts")
 }
 
 fn harvester_config(sim: &SimHandle, output: SinkConfig, state: PathBuf) -> Config {

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
-use citrix_harvester::sim::{Faults, SimHandle, SimOptions, Simulator, TokenFault};
+use citrix_harvester::sim::{Faults, SimHandle, SimOptions, TokenFault};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
@@ -23,7 +22,7 @@ async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
 }
 
 async fn start_sim_paged(tenants: usize, seed: u64, page_size: usize) -> SimHandle {
-    Simulator::new(SimOptions {
+    common::sim::start(SimOptions {
         tenants,
         seed,
         page_size,
@@ -31,9 +30,7 @@ async fn start_sim_paged(tenants: usize, seed: u64, page_size: usize) -> SimHand
         history: chrono::Duration::days(2),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
     .await
-    .expect("simulator starts")
 }
 
 fn file_config(sim: &SimHandle, dir: &Path) -> Config {
@@ -416,7 +413,7 @@ async fn late_rows_behind_the_watermark_are_caught_by_the_overlap_and_missed_wit
     let now = Utc.with_ymd_and_hms(2026, 11, 17, 14, 0, 0).unwrap();
     let mut missed_by = Vec::new();
     for overlap in [Duration::from_secs(120), Duration::ZERO] {
-        let sim = Simulator::new(SimOptions {
+        let sim = common::sim::start(SimOptions {
             tenants: 1,
             seed: 44,
             page_size: 100,
@@ -425,9 +422,7 @@ async fn late_rows_behind_the_watermark_are_caught_by_the_overlap_and_missed_wit
             sessions_per_day: 6000,
             ..SimOptions::default()
         })
-        .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .await
-        .unwrap();
+        .await;
         let t = &sim.tenants()[0];
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = file_config(&sim, dir.path());

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,11 +16,11 @@ use citrix_harvester::checkpoint::Checkpoints;
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
-use citrix_harvester::sim::{SimHandle, SimOptions, Simulator};
+use citrix_harvester::sim::{SimHandle, SimOptions};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 async fn start_sim(seed: u64) -> SimHandle {
-    Simulator::new(SimOptions {
+    common::sim::start(SimOptions {
         tenants: 1,
         seed,
         page_size: 100,
@@ -29,9 +28,7 @@ async fn start_sim(seed: u64) -> SimHandle {
         history: chrono::Duration::days(2),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
     .await
-    .expect("simulator starts")
 }
 
 fn v1_config(sim: &SimHandle, url: &str, db: &str, state: &std::path::Path) -> Config {

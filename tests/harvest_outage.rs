@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
-use citrix_harvester::sim::{Faults, SimOptions, Simulator};
+use citrix_harvester::sim::{Faults, SimOptions};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 use common::proxy::Proxy;
 
@@ -24,16 +23,14 @@ async fn server_away_mid_harvest_then_back_loses_nothing() {
     let db = common::unique_name("outage");
     common::influx1_create_db(&url, &db).await;
     let proxy = Proxy::start(&url, true).await;
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 1,
         seed: 41,
         now: minute_now(),
         history: chrono::Duration::days(1),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let cid = sim.tenants()[0].customer_id.clone();
     // Slow Citrix answers stretch the harvest over several seconds, so the outage lands inside it.
     sim.set_faults(

@@ -3,7 +3,9 @@
 //! `/readyz` answer 200, `/metrics` holds the simulator's own figures, and the same figures
 //! reach the output as `citrix_harvester` points.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -11,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::metrics::escape_label;
 use citrix_harvester::scheduler::{minute_now, run};
-use citrix_harvester::sim::{SimOptions, Simulator};
+use citrix_harvester::sim::SimOptions;
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 fn free_port() -> SocketAddr {
@@ -34,16 +36,14 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthz_readyz_metrics_and_points() {
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 2,
         seed: 11,
         now: minute_now(),
         history: chrono::Duration::days(1),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("points.lp");
     let output = SinkConfig::new(SinkKind::File { path: out.clone() });
@@ -216,16 +216,14 @@ async fn healthz_readyz_metrics_and_points() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_that_keeps_failing_is_reported_unhealthy_and_recovers() {
     use citrix_harvester::sim::{Faults, TokenFault};
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 2,
         seed: 12,
         now: minute_now(),
         history: chrono::Duration::hours(2),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let tenants = sim.tenants();
     let (good, bad) = (&tenants[0], &tenants[1]);
     let down = Faults {

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::{SimOptions, Simulator};
+use citrix_harvester::sim::SimOptions;
 use serde_json::Value;
 
 /// Standard base64 with padding (RFC 4648), as HTTP basic auth uses it.
@@ -59,16 +58,14 @@ fn base64_known_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_at_trace_carry_tenant_fields_and_never_a_secret() {
-    let sim = Simulator::new(SimOptions {
+    let sim = common::sim::start(SimOptions {
         tenants: 2,
         seed: 31,
         now: minute_now(),
         history: chrono::Duration::hours(3),
         ..SimOptions::default()
     })
-    .start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    .await
-    .unwrap();
+    .await;
     let tenants = sim.tenants();
     // The good tenant is throttled once and gets one truncated page, so that lines about one
     // entity (a retry, a failed entity) are logged too.

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a subset
 
 pub mod proxy;
+pub mod sim;
 
 use std::time::Duration;
 
