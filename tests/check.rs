@@ -7,18 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::{Faults, SimHandle, SimOptions, TokenFault};
+use citrix_harvester::sim::{Faults, SimHandle, TokenFault};
 
-async fn start_sim(tenants: usize, seed: u64) -> SimHandle {
-    common::sim::start(SimOptions {
-        tenants,
-        seed,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .await
-}
+use common::sim::start_now as start_sim;
 
 /// One `[[tenant]]` of the simulator; names have no spaces so table columns split cleanly.
 fn tenant_block(sim: &SimHandle, i: usize, name: &str, fallback: bool) -> String {

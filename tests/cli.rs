@@ -5,18 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use citrix_harvester::scheduler::minute_now;
-use citrix_harvester::sim::SimOptions;
-
-async fn start_sim(tenants: usize, seed: u64) -> citrix_harvester::sim::SimHandle {
-    common::sim::start(SimOptions {
-        tenants,
-        seed,
-        now: minute_now(),
-        ..SimOptions::default()
-    })
-    .await
-}
+use common::sim::start_now as start_sim;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_citrix-harvester"));

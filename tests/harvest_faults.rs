@@ -77,6 +77,18 @@ fn sim_connection_ids(sim: &SimHandle, cid: &str) -> HashSet<i64> {
         .collect()
 }
 
+/// Every connection the simulator has, for every tenant, is in the output.
+fn assert_every_connection_written(dir: &Path, sim: &SimHandle) {
+    for t in sim.tenants() {
+        assert_eq!(
+            written_connection_ids(dir, &t.customer_id),
+            sim_connection_ids(sim, &t.customer_id),
+            "{}",
+            t.name
+        );
+    }
+}
+
 fn assert_one_request_at_a_time(sim: &SimHandle) {
     let stats = sim.stats();
     for (cid, s) in &stats.tenants {
@@ -183,14 +195,7 @@ async fn throttling_is_honoured_with_and_without_retry_after() {
         "{:?}",
         summaries[0].duration
     );
-    for t in &tenants {
-        assert_eq!(
-            written_connection_ids(dir.path(), &t.customer_id),
-            sim_connection_ids(&sim, &t.customer_id),
-            "{}",
-            t.name
-        );
-    }
+    assert_every_connection_written(dir.path(), &sim);
     assert_one_request_at_a_time(&sim);
 }
 
@@ -248,12 +253,7 @@ async fn malformed_page_fails_that_entity_only_and_nothing_is_lost_next_cycle() 
     assert!(first[1].ok(), "{:?}", first[1]);
     let second = once(&cfg).await;
     assert!(second.iter().all(TenantSummary::ok), "{second:#?}");
-    for t in &tenants {
-        assert_eq!(
-            written_connection_ids(dir.path(), &t.customer_id),
-            sim_connection_ids(&sim, &t.customer_id)
-        );
-    }
+    assert_every_connection_written(dir.path(), &sim);
     assert_one_request_at_a_time(&sim);
 }
 
@@ -384,14 +384,7 @@ async fn a_429_storm_on_every_tenant_loses_nothing_and_one_stuck_tenant_delays_n
     let summaries = run.await.unwrap();
     assert!(summaries.iter().all(TenantSummary::ok), "{summaries:#?}");
     let stats = sim.stats();
-    for t in &tenants {
-        assert_eq!(
-            written_connection_ids(dir.path(), &t.customer_id),
-            sim_connection_ids(&sim, &t.customer_id),
-            "{}",
-            t.name
-        );
-    }
+    assert_every_connection_written(dir.path(), &sim);
     for t in others {
         assert_eq!(stats.tenants[&t.customer_id].responses_429, 3, "{}", t.name);
     }

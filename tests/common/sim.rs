@@ -12,3 +12,14 @@ pub async fn start(opts: SimOptions) -> SimHandle {
         .await
         .expect("simulator starts")
 }
+
+/// `tenants` tenants of seed `seed` at the real present, everything else default.
+pub async fn start_now(tenants: usize, seed: u64) -> SimHandle {
+    start(SimOptions {
+        tenants,
+        seed,
+        now: citrix_harvester::scheduler::minute_now(),
+        ..SimOptions::default()
+    })
+    .await
+}
