@@ -3,7 +3,7 @@
 //! is wrong (`tenant[2].customer_id`, `output.url`, ...). Secrets are resolved here (env var,
 //! file, systemd credential) and kept in [`Secret`]; nothing in this file talks to the network.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,6 +93,7 @@ struct RawCitrix {
     max_retries: Option<usize>,
     max_retry_delay: Option<String>,
     max_pages: Option<usize>,
+    max_page_bytes: Option<u64>,
     ca_file: Option<PathBuf>,
     proxy: Option<String>,
 }
@@ -192,6 +193,9 @@ pub struct CitrixConfig {
     pub max_retries: usize,
     pub max_retry_delay: Duration,
     pub max_pages: usize,
+    /// The largest Monitor page accepted, in decoded bytes (a hostile or broken proxy's
+    /// answer must not take the memory of every tenant).
+    pub max_page_bytes: usize,
     pub ca_file: Option<PathBuf>,
     pub proxy: Option<String>,
 }
@@ -278,6 +282,8 @@ impl Default for CitrixConfig {
             max_retries: 6,
             max_retry_delay: Duration::from_secs(60),
             max_pages: 100_000,
+            // A 1,000-row Connections page is about 1.1 MB: thirty times that is still a page.
+            max_page_bytes: 32 << 20,
             ca_file: None,
             proxy: None,
         }
@@ -473,6 +479,16 @@ impl RawConfig {
             max_retry_delay: opt_duration("citrix.max_retry_delay", c.max_retry_delay)?
                 .unwrap_or(dc.max_retry_delay),
             max_pages: c.max_pages.unwrap_or(dc.max_pages),
+            max_page_bytes: match c.max_page_bytes {
+                None => dc.max_page_bytes,
+                Some(n) if (64 << 10..=1 << 30).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(invalid(
+                        "citrix.max_page_bytes",
+                        format!("{n} is outside 65536 (64 KiB) ..= 1073741824 (1 GiB)"),
+                    ));
+                }
+            },
             ca_file: c.ca_file,
             proxy: c.proxy,
         };
@@ -489,17 +505,30 @@ impl RawConfig {
         }
         let mut tenants = Vec::new();
         let mut origins = Vec::new();
-        let mut names = BTreeSet::new();
+        // Name / customer → the tenant that used it first: both are named in the error.
+        let mut names = BTreeMap::new();
+        let mut customers = BTreeMap::new();
         for (i, t) in self.tenants.into_iter().enumerate() {
             if t.enabled == Some(false) {
                 continue;
             }
             let (tenant, origin) = t.validate(i, secrets, allow_inline, lenient)?;
             origins.push(origin);
-            if !names.insert(tenant.name.clone()) {
+            if let Some(first) = names.insert(tenant.name.clone(), i) {
                 return Err(invalid(
                     format!("tenant[{i}].name"),
-                    format!("`{}` is used by two tenants", tenant.name),
+                    format!("`{}` is also the name of tenant[{first}]", tenant.name),
+                ));
+            }
+            // Two tasks on one customer would break Citrix's one-request rule (429s), write
+            // every point twice and share checkpoint files.
+            if let Some(first) = customers.insert(tenant.customer_id.to_ascii_lowercase(), i) {
+                return Err(invalid(
+                    format!("tenant[{i}].customer_id"),
+                    format!(
+                        "`{}` is also the customer_id of tenant[{first}]; one customer is one tenant",
+                        tenant.customer_id
+                    ),
                 ));
             }
             tenants.push(tenant);
@@ -807,7 +836,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return check_max(s, Duration::from_secs(secs));
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
@@ -827,19 +856,36 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
+        let millis_per = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => {
                 return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d)"));
             }
         };
-        total += d;
+        let d = n
+            .checked_mul(millis_per)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("`{s}`: number too large"))?;
+        total = total
+            .checked_add(d)
+            .ok_or_else(|| format!("`{s}`: number too large"))?;
     }
-    Ok(total)
+    check_max(s, total)
+}
+
+/// The longest duration any setting takes: a century. Date arithmetic with it can never
+/// overflow (DESIGN.md rule 8: `lookback = "99999999d"` must be an error, not a panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
+
+fn check_max(s: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is longer than 100 years"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -890,6 +936,55 @@ region = "eu"
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m5").is_err());
         assert!(parse_duration("").is_err());
+        // Beyond a century, or beyond u64: an error, never an overflow.
+        assert_eq!(
+            parse_duration("36500d").unwrap(),
+            Duration::from_secs(36500 * 86_400)
+        );
+        for huge in [
+            "99999999d",
+            "18446744073709551615d",
+            "9223372036854775807",
+            "1d99999999999h",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(
+                e.contains("100 years") || e.contains("too large"),
+                "{huge}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_customer_is_one_tenant_and_both_duplicates_are_named() {
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let second = MINIMAL
+            .split("[[tenant]]")
+            .nth(1)
+            .unwrap()
+            .replace("Contoso", "Contoso EU")
+            .replace("contoso1", "CONTOSO1");
+        let text = format!("{MINIMAL}\n[[tenant]]{second}");
+        let e = Config::from_toml_str(&text, &s).unwrap_err().to_string();
+        assert!(
+            e.contains("tenant[1].customer_id") && e.contains("tenant[0]"),
+            "{e}"
+        );
+        let same_name = format!(
+            "{MINIMAL}\n[[tenant]]{}",
+            MINIMAL
+                .split("[[tenant]]")
+                .nth(1)
+                .unwrap()
+                .replace("contoso1", "other2")
+        );
+        let e = Config::from_toml_str(&same_name, &s)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenant[1].name") && e.contains("tenant[0]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1006,6 +1101,7 @@ region = "eu"
     fn check_mode_reports_unreadable_secrets_per_tenant() {
         let second = MINIMAL[MINIMAL.find("[[tenant]]").unwrap()..]
             .replace("Contoso", "Fabrikam")
+            .replace("contoso1", "fabrikam1")
             .replace(
                 "client_secret_env = \"CONTOSO_SECRET\"",
                 "client_secret_file = \"/nonexistent/x\"",

@@ -57,7 +57,13 @@ pub async fn start(
 
 async fn readyz(State(c): State<Ctx>) -> impl IntoResponse {
     let s = c.sink.stats();
-    if s.spool_bytes >= c.buffer_limit {
+    if s.spool_unwritable {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the spool cannot be written (is the disk of state_dir full?) and the sink is away\n"
+                .to_string(),
+        )
+    } else if s.spool_bytes >= c.buffer_limit {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

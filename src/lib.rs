@@ -3,7 +3,8 @@
 //!
 //! Map of the modules (data moves one way, top to bottom):
 //! - [`config`]: typed configuration (TOML + environment), validated with errors naming the key.
-//! - [`secret`]: the `Secret` type that never prints its value.
+//! - [`secret`]: the `Secret` type that never prints its value, and redaction of server text.
+//! - [`body`]: bounded reading of HTTP bodies (decoded size, yields so timeouts fire).
 //! - [`citrix`]: token source (regional → fallback, cached), OData query builder and pager,
 //!   the per-tenant Monitor client with retry, serde models and enum names.
 //! - [`collect`]: one collector per entity kind: its query, its watermark, record → points.
@@ -19,15 +20,20 @@
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STOPPING) for `Type=notify`.
 //! - [`demo`]: `citrix-harvester demo`, the simulator harvested once into a file.
 //! - [`check`]: `citrix-harvester check`, every secret, token, tenant and the sink tried once.
+//! - [`statelock`]: one process per `state_dir` (an exclusive lock).
 //! - [`shard`]: `--shard K/N`, this instance's share of the tenants by a stable hash.
 
 pub mod backfill;
+pub mod body;
 pub mod check;
 pub mod checkpoint;
 pub mod citrix;
 pub mod collect;
 pub mod config;
 pub mod demo;
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub mod failpoint;
 pub mod health;
 pub mod lineproto;
 pub mod memory;
@@ -37,5 +43,6 @@ pub mod secret;
 pub mod shard;
 pub mod sim;
 pub mod sink;
+pub mod statelock;
 pub mod systemd;
 pub mod telemetry;

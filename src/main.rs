@@ -13,7 +13,7 @@ use citrix_harvester::backfill::{
 };
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::{DemoOptions, run_demo};
-use citrix_harvester::scheduler::{format_summary, run, spooled_bytes};
+use citrix_harvester::scheduler::{RunReport, format_summary, run_report, spooled_bytes};
 use citrix_harvester::shard::{self, Shard};
 use citrix_harvester::sim::{SimOptions, Simulator};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
@@ -210,29 +210,39 @@ async fn health(url: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Cancels the returned token on SIGINT or SIGTERM. SIGHUP is caught too (its default would
+/// kill the daemon on the spot, the way a reload signal once took Telegraf down): until the
+/// configuration can be reloaded it is logged and ignored. The handlers are installed before
+/// this returns, so before systemd is told READY.
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let hup = signal(SignalKind::hangup());
+        tokio::spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            let (mut term, mut hup) = (term.ok(), hup.ok());
+            loop {
+                tokio::select! {
+                    _ = &mut ctrl_c => break,
+                    Some(_) = async { term.as_mut()?.recv().await } => break,
+                    Some(_) = async { hup.as_mut()?.recv().await } => {
+                        tracing::warn!("SIGHUP received: reloading the configuration is not supported yet, \
+                            so it is ignored; restart the service to apply a changed configuration.");
                     }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                }
             }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+            tracing::info!("Shutdown requested: finishing the current page, then stopping.");
+            t.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Shutdown requested: finishing the current page, then stopping.");
         t.cancel();
     });
@@ -267,11 +277,14 @@ async fn harvest(
     };
     let work = async {
         match &backfill {
-            Some(opts) => Ok::<_, anyhow::Error>(backfill::run(&cfg, opts, shutdown).await?),
-            None => Ok(run(&cfg, once, shutdown).await?),
+            Some(opts) => Ok::<_, anyhow::Error>(RunReport {
+                summaries: backfill::run(&cfg, opts, shutdown).await?,
+                sink: Default::default(),
+            }),
+            None => Ok(run_report(&cfg, once, shutdown).await?),
         }
     };
-    let summaries = tokio::select! {
+    let report = tokio::select! {
         r = work => r?,
         _ = overdue => {
             // Nothing is lost: watermarks only move after acknowledgement, so the pages being
@@ -282,14 +295,20 @@ async fn harvest(
         }
     };
     if once {
-        eprint!("{}", format_summary(&summaries));
+        eprint!("{}", format_summary(&report.summaries));
+        if report.sink.spool_corrupt_bytes > 0 {
+            eprintln!(
+                "{} bytes of acknowledged points in the spool were corrupt or missing and are lost (see the ERROR lines).",
+                report.sink.spool_corrupt_bytes
+            );
+        }
         let spooled = spooled_bytes(&cfg);
         if spooled > 0 {
             eprintln!(
                 "{spooled} bytes of points are still in the spool (the server was away); the next run replays them."
             );
         }
-        let ok = spooled == 0 && summaries.iter().all(|s| s.ok());
+        let ok = spooled == 0 && report.ok();
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {

@@ -36,6 +36,12 @@ struct TenantFigures {
     /// Why the last failed cycle failed.
     last_error: Option<String>,
     dropped: u64,
+    /// Rows dated in the future, by entity kind.
+    future_dated: BTreeMap<String, u64>,
+    /// Times the tenant's task panicked (and was restarted).
+    panics: u64,
+    /// The task panicked and no cycle has finished since: unhealthy until one does.
+    restarting: bool,
 }
 
 impl TenantFigures {
@@ -113,7 +119,17 @@ impl Metrics {
     }
 
     fn is_unhealthy(&self, f: &TenantFigures) -> bool {
-        f.consecutive_failures >= self.unhealthy_after
+        f.restarting || f.consecutive_failures >= self.unhealthy_after
+    }
+
+    /// A tenant's task panicked: counted, and the tenant is unhealthy until a cycle finishes.
+    pub fn record_panic(&self, tenant: &str, customer_id: &str, message: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = st.tenants.entry(tenant.to_string()).or_default();
+        f.customer_id = customer_id.to_string();
+        f.panics += 1;
+        f.restarting = true;
+        f.last_error = Some(format!("the tenant's task panicked: {message}"));
     }
 
     /// The tenants reported unhealthy now, by name.
@@ -142,6 +158,7 @@ impl Metrics {
         let mut dropped = 0;
         let f = st.tenants.entry(s.tenant.clone()).or_default();
         let change = update_health(f, s, self.unhealthy_after);
+        f.restarting = false;
         f.customer_id = s.customer_id.clone();
         f.cycle_duration_s = s.duration.as_secs_f64();
         if s.ok() {
@@ -159,6 +176,9 @@ impl Metrics {
             }
             if e.rejected > 0 {
                 *f.errors.entry("rejected".into()).or_default() += e.rejected;
+            }
+            if e.future_dated > 0 {
+                *f.future_dated.entry(e.kind.clone()).or_default() += e.future_dated;
             }
             dropped += e.dropped;
         }
@@ -295,6 +315,32 @@ impl Metrics {
             "Tokens obtained from the fallback endpoint.",
             t.iter()
                 .map(|(n, f)| (labels(&[("tenant", n)]), f.token_fallbacks as f64)),
+        );
+        family(
+            &mut out,
+            "future_dated_rows_total",
+            "counter",
+            "Rows dated past the cycle's start plus 5 minutes (a wrong clock): written, but they do not move the watermark.",
+            t.iter().flat_map(|(n, f)| {
+                f.future_dated
+                    .iter()
+                    .map(move |(e, v)| (labels(&[("tenant", n), ("entity", e)]), *v as f64))
+            }),
+        );
+        family(
+            &mut out,
+            "tenant_panics_total",
+            "counter",
+            "Times the tenant's task panicked; it is restarted with backoff.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.panics as f64)),
+        );
+        family(
+            &mut out,
+            "spool_corrupt_bytes_total",
+            "counter",
+            "Bytes of acknowledged spool records found corrupt or missing on replay (points lost).",
+            [(String::new(), sink.spool_corrupt_bytes as f64)].into_iter(),
         );
         family(
             &mut out,

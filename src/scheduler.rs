@@ -29,6 +29,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    StateLock(#[from] crate::statelock::LockError),
     #[error("cannot listen on harvester.listen {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -104,10 +106,14 @@ pub struct Harvester {
     pub(crate) settings: LoopSettings,
     jitter: Duration,
     metrics: Arc<crate::metrics::Metrics>,
+    /// This process's claim on `state_dir` (spool, checkpoints), held while it runs.
+    _lock: crate::statelock::StateLock,
 }
 
 impl Harvester {
     pub fn new(cfg: &Config) -> Result<Harvester, RunError> {
+        // First: the spool and the checkpoints below must not be shared with another process.
+        let lock = crate::statelock::StateLock::acquire(&cfg.harvester.state_dir)?;
         let http = http_client(
             cfg.citrix.request_timeout,
             cfg.citrix.ca_file.as_deref(),
@@ -136,6 +142,7 @@ impl Harvester {
             metrics: Arc::new(crate::metrics::Metrics::with_unhealthy_after(
                 cfg.harvester.unhealthy_after,
             )),
+            _lock: lock,
         })
     }
 
@@ -175,8 +182,19 @@ impl Harvester {
     /// One cycle of one tenant: a token, then the jobs selected by `due` (all for `--once`).
     async fn cycle(&self, t: &Tenant, due: &[bool], cancel: &CancellationToken) -> TenantSummary {
         let started = tokio::time::Instant::now();
+        #[cfg(debug_assertions)]
+        crate::failpoint::check(&t.cfg.name);
         let (ctx, mut summary) = t.begin();
-        if let Err(e) = t.client.tokens.token().await {
+        let token = tokio::select! {
+            r = t.client.tokens.token() => Some(r),
+            _ = cancel.cancelled() => None,
+        };
+        if token.is_none() {
+            // Shut down while waiting for the token: nothing was read, nothing to record.
+            summary.duration = started.elapsed();
+            return summary;
+        }
+        if let Some(Err(e)) = token {
             tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not harvested this cycle.");
             summary.error = Some(e.to_string());
         } else {
@@ -203,36 +221,82 @@ impl Harvester {
         summary
     }
 
-    /// One cycle for every tenant, concurrently (bounded by the global request limit).
+    /// One cycle for every tenant, concurrently (bounded by the global request limit). A tenant
+    /// whose task panicked gets a failed summary (so `--once` exits non-zero), never none.
     pub async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> Vec<TenantSummary> {
         let mut set = tokio::task::JoinSet::new();
+        let mut index = std::collections::HashMap::new();
         for i in 0..self.tenants.len() {
             let me = self.clone();
             let cancel = cancel.clone();
-            set.spawn(async move {
+            let h = set.spawn(async move {
                 let t = &me.tenants[i];
                 let all = vec![true; t.jobs.len()];
                 (i, me.cycle(t, &all, &cancel).await)
             });
+            index.insert(h.id(), i);
         }
         let mut out: Vec<(usize, TenantSummary)> = Vec::new();
-        while let Some(r) = set.join_next().await {
+        while let Some(r) = set.join_next_with_id().await {
             match r {
-                Ok(x) => out.push(x),
-                Err(e) => tracing::error!(error = %e, "A tenant task panicked."),
+                Ok((_, x)) => out.push(x),
+                Err(e) => {
+                    let Some(&i) = index.get(&e.id()) else {
+                        continue;
+                    };
+                    let t = &self.tenants[i];
+                    let why = self.task_failed(t, e);
+                    let (_, mut summary) = t.begin();
+                    summary.error = Some(why);
+                    out.push((i, summary));
+                }
             }
         }
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// A tenant's task ended in a panic (or was aborted): logged at ERROR and counted.
+    fn task_failed(&self, t: &Tenant, e: tokio::task::JoinError) -> String {
+        let message = if e.is_panic() {
+            panic_message(e.into_panic())
+        } else {
+            e.to_string()
+        };
+        tracing::error!(tenant = %t.cfg.name, error = %message,
+            "The tenant's task panicked: its harvest stopped (a bug; please report it). It is restarted.");
+        self.metrics
+            .record_panic(&t.cfg.name, &t.cfg.customer_id, &message);
+        format!("the tenant's task panicked: {message}")
+    }
+
+    /// Runs one tenant's loop and restarts it after a panic, with backoff (1 s doubling to
+    /// 5 min), until `cancel` fires: a bug hit by one tenant never silently stops it.
+    async fn supervise(self: Arc<Self>, i: usize, cancel: CancellationToken) {
+        let mut restarts: u32 = 0;
+        loop {
+            let (me, c) = (self.clone(), cancel.clone());
+            let task = tokio::spawn(async move { me.tenant_loop(i, c).await });
+            let e = match task.await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            self.task_failed(&self.tenants[i], e);
+            restarts = restarts.saturating_add(1);
+            let wait =
+                Duration::from_secs(1u64 << (restarts - 1).min(9)).min(Duration::from_secs(300));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// Runs every tenant on its schedule until `cancel` fires; returns once all tasks stopped.
     pub async fn run_forever(self: Arc<Self>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         for i in 0..self.tenants.len() {
-            let me = self.clone();
-            let cancel = cancel.clone();
-            tracker.spawn(async move { me.tenant_loop(i, cancel).await });
+            tracker.spawn(self.clone().supervise(i, cancel.clone()));
         }
         tracker.close();
         // Not in the tracker: the watchdog below counts tenant tasks only.
@@ -359,6 +423,16 @@ fn plan_jobs(
     out
 }
 
+/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
 /// A random delay in `[0, max)`, seeded from the clock so that tenants spread out.
 fn random_below(max: Duration) -> Duration {
     use rand::SeedableRng;
@@ -370,6 +444,20 @@ fn random_below(max: Duration) -> Duration {
     Duration::from_millis(rng.random_range(0..max.as_millis().max(1) as u64))
 }
 
+/// What a run did: the tenants' summaries (`--once`) and the sink's counters at the end.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub summaries: Vec<TenantSummary>,
+    pub sink: crate::sink::SinkStats,
+}
+
+impl RunReport {
+    /// Every tenant delivered everything it read and no spooled point was lost.
+    pub fn ok(&self) -> bool {
+        self.sink.spool_corrupt_bytes == 0 && self.summaries.iter().all(TenantSummary::ok)
+    }
+}
+
 /// Runs the harvester: `once` → one cycle per tenant and the summaries; otherwise until
 /// `shutdown` is cancelled (then an empty list).
 pub async fn run(
@@ -377,6 +465,15 @@ pub async fn run(
     once: bool,
     shutdown: CancellationToken,
 ) -> Result<Vec<TenantSummary>, RunError> {
+    run_report(cfg, once, shutdown).await.map(|r| r.summaries)
+}
+
+/// Like [`run`], with the sink's counters (for `--once`'s exit code).
+pub async fn run_report(
+    cfg: &Config,
+    once: bool,
+    shutdown: CancellationToken,
+) -> Result<RunReport, RunError> {
     let h = Arc::new(Harvester::new(cfg)?);
     tracing::info!(tenants = cfg.tenants.len(), sink = %h.sink().describe(), once, "Harvester starting.");
     // Replays what an earlier run (or this one) spooled while the server was away.
@@ -403,7 +500,7 @@ pub async fn run(
         }
         summaries
     } else {
-        h.run_forever(shutdown).await;
+        h.clone().run_forever(shutdown).await;
         Vec::new()
     };
     replay_stop.cancel();
@@ -413,7 +510,10 @@ pub async fn run(
     if let Some(l) = listener {
         let _ = l.await;
     }
-    Ok(out)
+    Ok(RunReport {
+        summaries: out,
+        sink: h.sink().stats(),
+    })
 }
 
 /// `--once`: gives the replay a chance to deliver the spool before exiting.

@@ -270,10 +270,10 @@ async fn a_tenant_that_keeps_failing_is_reported_unhealthy_and_recovers() {
     let wait_for = |what: &'static str, path: &'static str, want: Box<dyn Fn(&str) -> bool>| async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
-            if let Some((status, text)) = get(path).await {
-                if want(&text) {
-                    return (status, text);
-                }
+            if let Some((status, text)) = get(path).await
+                && want(&text)
+            {
+                return (status, text);
             }
             assert!(tokio::time::Instant::now() < deadline, "never saw {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;

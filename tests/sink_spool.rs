@@ -67,13 +67,95 @@ async fn wait_stats(sink: &Sink, what: &str, done: impl Fn(&SinkStats) -> bool) 
     }
 }
 
+/// The segment files (`.seg`) in `dir`, sorted; their `.ack` companions are left out.
 fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".seg"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Every file left in `dir`, segments and acknowledgement records alike.
+fn anything_in(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// Acknowledged data that a disk or an operator damaged afterwards is lost, and said so: one
+/// bit flipped in the *last* record of a segment, a segment cut short, a segment deleted — each
+/// below the acknowledged length, so none of them may pass for a torn (never acknowledged)
+/// write. The replay delivers every intact record and counts the lost bytes.
+#[tokio::test]
+async fn acknowledged_spool_data_cut_or_flipped_later_is_counted_as_lost() {
+    let Some(url) = common::influx1_url() else {
+        return;
+    };
+    let db = common::unique_name("spool_damage");
+    common::influx1_create_db(&url, &db).await;
+    let proxy = Proxy::start(&url, false).await;
+    let state = tempfile::tempdir().unwrap();
+    // Three "processes", one segment each.
+    for k in 0..3 {
+        let old = Sink::new(v1_cfg(&proxy.url, &db, state.path())).unwrap();
+        for r in 0..2 {
+            let from = k * 100 + r * 10;
+            assert_eq!(
+                old.write(&points("damage", from, 10))
+                    .await
+                    .unwrap()
+                    .spooled,
+                10
+            );
+        }
+    }
+    let spool_dir = state.path().join("spool");
+    let segs = files_in(&spool_dir);
+    assert_eq!(segs.len(), 3, "{segs:?}");
+    let seg = |i: usize| spool_dir.join(&segs[i]);
+    // A bit flipped near the end of the last record of the first segment.
+    let mut b = std::fs::read(seg(0)).unwrap();
+    let n = b.len();
+    b[n - 5] ^= 0x01;
+    std::fs::write(seg(0), &b).unwrap();
+    // The second segment cut inside its last record.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg(1))
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 10).unwrap();
+    // The third segment gone altogether.
+    let third = std::fs::metadata(seg(2)).unwrap().len();
+    std::fs::remove_file(seg(2)).unwrap();
+
+    proxy.set_up(true);
+    let new = Sink::new(v1_cfg(&proxy.url, &db, state.path())).unwrap();
+    assert_eq!(
+        new.stats().spool_corrupt_bytes,
+        third,
+        "the missing segment"
+    );
+    let cancel = CancellationToken::new();
+    let replay = new.start_replay(cancel.clone()).unwrap();
+    let s = wait_stats(&new, "damaged spool drained", |s| s.spool_segments == 0).await;
+    // batch_size 7: each write of 10 is two records (7 + 3), so a segment holds 7, 3, 7, 3 and
+    // each damaged one loses exactly its last record of 3.
+    assert_eq!(s.replayed_points, 34, "every intact record");
+    assert_eq!(influx_count(&url, &db, "damage").await, 34);
+    // Each damaged record counts whole: header (16 bytes) plus its lines.
+    assert!(s.spool_corrupt_bytes > third + 2 * 16, "{s:?}");
+    assert_eq!(anything_in(&spool_dir), Vec::<String>::new());
+    cancel.cancel();
+    replay.await.unwrap();
 }
 
 /// (a) with InfluxDB 1.6: away → Ok from the spool → back → replayed exactly → spool empty →
@@ -243,7 +325,7 @@ async fn a_new_sink_replays_what_an_old_one_spooled() {
     .await;
     assert_eq!(s.spool_corrupt_bytes, 0, "a torn tail is not corruption");
     assert_eq!(influx_count(&url, &db, "restart").await, 43);
-    assert_eq!(files_in(&spool_dir), Vec::<String>::new());
+    assert_eq!(anything_in(&spool_dir), Vec::<String>::new());
     cancel.cancel();
     replay.await.unwrap();
 }
@@ -335,7 +417,7 @@ async fn a_refused_line_lands_in_the_dead_letter_file() {
     assert_eq!((r.written, r.rejected, r.spooled), (99, 1, 0));
     assert_eq!(sink.stats().dead_letters, 1);
     let dir = state.path().join("deadletter");
-    let files = files_in(&dir);
+    let files = anything_in(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].ends_with(".lp"), "{files:?}");
     let text = std::fs::read_to_string(dir.join(&files[0])).unwrap();
@@ -404,7 +486,7 @@ async fn an_encoder_rejection_is_dead_lettered_as_a_comment() {
         .unwrap();
     assert_eq!((r.written, r.rejected), (1, 1));
     let dir = state.path().join("deadletter");
-    let text = std::fs::read_to_string(dir.join(&files_in(&dir)[0])).unwrap();
+    let text = std::fs::read_to_string(dir.join(&anything_in(&dir)[0])).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains("refused by the encoder"), "{text}");

@@ -10,7 +10,13 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_all};
+
+/// A token answer is a few KB; anything above this is not one.
+const MAX_TOKEN_BODY: usize = 1 << 20;
+/// Lifetimes beyond this are taken as this (Citrix issues one-hour tokens; a server's
+/// `expires_in` of 2^64-1 must not overflow the clock).
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// Which token URL answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +136,10 @@ impl TokenSource {
         let (token, lifetime, endpoint) = self.fetch().await?;
         *cache = Some(Cached {
             token: token.clone(),
-            refresh_at: Instant::now() + refresh_after(lifetime),
+            // Checked: a lifetime from the network must never overflow the clock.
+            refresh_at: Instant::now()
+                .checked_add(refresh_after(lifetime))
+                .unwrap_or_else(|| Instant::now() + MAX_LIFETIME),
             endpoint,
         });
         Ok((token, endpoint))
@@ -139,6 +148,11 @@ impl TokenSource {
     /// The token URLs: regional, then the fallback if any.
     pub fn urls(&self) -> (&str, Option<&str>) {
         (&self.regional, self.fallback.as_deref())
+    }
+
+    /// `text` from a server with this tenant's client secret and `token` removed.
+    pub fn redact(&self, text: &str, token: &Secret) -> String {
+        redact_all(text, &[&self.secret, token])
     }
 
     /// Forgets the cached token (after a 401 from the Monitor API) and fetches a new one.
@@ -205,19 +219,39 @@ impl TokenSource {
             Err(e) => return Attempt::Failed(format!("request failed: {}", error_chain(&e))),
         };
         let status = resp.status();
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => return Attempt::Failed(format!("{status}: body unreadable: {e}")),
+        if status.is_redirection() {
+            // Never followed: the form carries the client secret.
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Attempt::Failed(format!(
+                "HTTP {status} redirect to `{}` refused: the token request carries the client \
+                 secret and is never redirected (check token_url)",
+                self.secret.redact(&location)
+            ));
+        }
+        let read = crate::body::read_limited(resp, MAX_TOKEN_BODY);
+        let body = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Err(e)) => return Attempt::Failed(format!("{status}: {e}")),
+            Err(_) => {
+                return Attempt::Failed(format!(
+                    "{status}: body not read within {:?}",
+                    self.timeout
+                ));
+            }
         };
         let parsed: Option<TokenResponse> = serde_json::from_str(&body).ok();
         if matches!(status.as_u16(), 400 | 401 | 403) {
+            // The server's own words, without our secret if it quotes the request back.
+            let clean = |t: Option<String>| {
+                let t = self.secret.redact(&t.unwrap_or_default());
+                crate::body::snippet(t.as_bytes())
+            };
             let (error, description) = parsed
-                .map(|p| {
-                    (
-                        p.error.unwrap_or_default(),
-                        p.error_description.unwrap_or_default(),
-                    )
-                })
+                .map(|p| (clean(p.error), clean(p.error_description)))
                 .unwrap_or_default();
             return Attempt::Rejected(AuthError::Rejected {
                 tenant: self.tenant.clone(),
@@ -245,7 +279,12 @@ impl TokenSource {
                 _ => None,
             })
             .unwrap_or(3600);
-        Attempt::Ok(Secret::new(token), Duration::from_secs(lifetime))
+        let lifetime = Duration::from_secs(lifetime);
+        if lifetime > MAX_LIFETIME {
+            tracing::warn!(tenant = %self.tenant, url, expires_in_s = lifetime.as_secs(),
+                max_s = MAX_LIFETIME.as_secs(), "Token lifetime beyond a day; it is refreshed after a day.");
+        }
+        Attempt::Ok(Secret::new(token), lifetime.min(MAX_LIFETIME))
     }
 }
 

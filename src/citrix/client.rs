@@ -31,6 +31,12 @@ pub enum MonitorErrorKind {
     },
     #[error("request failed: {0}")]
     Transport(String),
+    #[error(
+        "HTTP {status} redirect to `{location}` refused: Monitor requests carry credentials and are never redirected (check monitor_url and any proxy in between)"
+    )]
+    Redirect { status: u16, location: String },
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the Monitor API rejected the token twice (401) — check the API client's permissions")]
     Unauthorized,
     #[error("cannot decode the page: {0}")]
@@ -62,6 +68,8 @@ impl MonitorErrorKind {
             MonitorErrorKind::Http { status: 429, .. } => "throttled",
             MonitorErrorKind::Http { .. } => "http",
             MonitorErrorKind::Transport(_) => "transport",
+            MonitorErrorKind::Redirect { .. } => "redirect",
+            MonitorErrorKind::TooLarge(_) => "too_large",
             MonitorErrorKind::Unauthorized => "unauthorized",
             MonitorErrorKind::Decode(_) => "decode",
             MonitorErrorKind::Paging(_) => "paging",
@@ -101,11 +109,18 @@ pub struct MonitorClient {
     max_retries: usize,
     max_retry_delay: Duration,
     pub max_pages: usize,
+    /// The largest page accepted (decoded bytes) and the bound of one whole request.
+    max_page_bytes: usize,
+    request_timeout: Duration,
     pub stats: ClientStats,
 }
 
+/// Error bodies are read up to this much (only a snippet of them is ever shown).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 /// Builds the HTTP client shared by token and Monitor requests: TLS verification always on,
-/// an optional private CA and proxy (HTTPS_PROXY/NO_PROXY are honoured by default).
+/// an optional private CA and proxy (HTTPS_PROXY/NO_PROXY are honoured by default), and no
+/// redirects: a 3xx would carry the client secret or the token to wherever `Location` points.
 pub fn http_client(
     timeout: Duration,
     ca_file: Option<&Path>,
@@ -114,7 +129,8 @@ pub fn http_client(
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -155,6 +171,8 @@ impl MonitorClient {
             max_retries: citrix.max_retries,
             max_retry_delay: citrix.max_retry_delay,
             max_pages: citrix.max_pages,
+            max_page_bytes: citrix.max_page_bytes,
+            request_timeout: citrix.request_timeout,
             stats: ClientStats::default(),
         }
     }
@@ -287,6 +305,25 @@ impl MonitorClient {
                 .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?,
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // The whole request, decompression included, within request_timeout.
+        let attempt = self.exchange(url, &auth, token);
+        match tokio::time::timeout(self.request_timeout, attempt).await {
+            Ok(Ok(body)) => Ok((body, slot)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MonitorErrorKind::Transport(format!(
+                "no complete answer within citrix.request_timeout ({:?})",
+                self.request_timeout
+            ))),
+        }
+    }
+
+    /// One request and its body, bounded in size; error texts redacted.
+    async fn exchange(
+        &self,
+        url: &str,
+        auth: &str,
+        token: &crate::secret::Secret,
+    ) -> Result<Vec<u8>, MonitorErrorKind> {
         let resp = self
             .http
             .get(url)
@@ -303,18 +340,32 @@ impl MonitorClient {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|ct| ct.contains("json"));
-            let body = resp
-                .bytes()
+            let body = crate::body::read_limited(resp, self.max_page_bytes)
                 .await
-                .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?;
+                .map_err(|e| match e {
+                    crate::body::BodyError::TooLarge { .. } => {
+                        MonitorErrorKind::TooLarge(format!("{e} (citrix.max_page_bytes)"))
+                    }
+                    crate::body::BodyError::Read(why) => MonitorErrorKind::Transport(why),
+                })?;
             if !is_json {
                 return Err(MonitorErrorKind::Decode(format!(
                     "status {status} but not JSON: {}",
-                    snippet(&body)
+                    self.redacted_snippet(&body, token)
                 )));
             }
-            // Takes over the buffer when it is not shared (no copy of a megabyte page).
-            return Ok((Vec::from(body), slot));
+            return Ok(body);
+        }
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(MonitorErrorKind::Redirect {
+                status: status.as_u16(),
+                location: self.tokens.redact(&location, token),
+            });
         }
         if status.as_u16() == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
@@ -324,12 +375,19 @@ impl MonitorClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = crate::body::read_prefix(resp, MAX_ERROR_BODY).await;
         Err(MonitorErrorKind::Http {
             status: status.as_u16(),
-            body: snippet(&body),
+            body: self.redacted_snippet(&body, token),
             retry_after,
         })
+    }
+
+    /// A snippet of a server's text with this tenant's secret and `token` removed (an error
+    /// page that echoes the request must not put them into a log line).
+    fn redacted_snippet(&self, body: &[u8], token: &crate::secret::Secret) -> String {
+        let text = String::from_utf8_lossy(body);
+        snippet(self.tokens.redact(&text, token).as_bytes())
     }
 }
 
@@ -344,18 +402,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// The start of a body, for error messages (an HTML error page must not flood the log).
-pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    let mut s: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.len() > 300 {
-        s.push('…');
-    }
-    s
-}
+pub use crate::body::snippet;
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,18 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
 pub type Text<'a> = Option<Cow<'a, str>>;
 
 /// Deserializes a [`Text`]: null is `None`, a string borrows when the deserializer lends it.
+/// A duration in milliseconds: `null` or missing is `None`; a negative value is refused, which
+/// costs that record (decoded on its own, counted as rejected, logged with its index), never
+/// the page — a span cannot be negative, and `brokering_ms=-5000i` would skew every average.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<i64>::deserialize(d)? {
+        Some(ms) if ms < 0 => Err(serde::de::Error::custom(format!(
+            "negative duration {ms} ms"
+        ))),
+        v => Ok(v),
+    }
+}
+
 fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {
@@ -251,6 +263,7 @@ pub struct Session {
     pub start_date: Date,
     #[serde(deserialize_with = "date")]
     pub end_date: Date,
+    #[serde(default, deserialize_with = "duration")]
     pub log_on_duration: Option<i64>,
     pub connection_state: Option<i64>,
     pub session_type: Option<i64>,
@@ -283,6 +296,7 @@ pub struct Connection<'a> {
     pub log_on_start_date: Date,
     #[serde(deserialize_with = "date")]
     pub log_on_end_date: Date,
+    #[serde(default, deserialize_with = "duration")]
     pub brokering_duration: Option<i64>,
     #[serde(deserialize_with = "date")]
     pub brokering_date: Date,
@@ -296,6 +310,7 @@ pub struct Connection<'a> {
     pub hdx_start_date: Date,
     #[serde(deserialize_with = "date")]
     pub hdx_end_date: Date,
+    #[serde(default, deserialize_with = "duration")]
     pub authentication_duration: Option<i64>,
     #[serde(deserialize_with = "date")]
     pub gpo_start_date: Date,
@@ -329,6 +344,7 @@ pub struct Connection<'a> {
 pub struct LogonSession<'a> {
     #[serde(borrow, deserialize_with = "text")]
     pub session_key: Text<'a>,
+    #[serde(default, deserialize_with = "duration")]
     pub log_on_duration: Option<i64>,
     pub session_type: Option<i64>,
     #[serde(borrow)]
@@ -417,6 +433,7 @@ pub struct SessionActivitySummary {
     pub connected_session_count: Option<i64>,
     pub disconnected_session_count: Option<i64>,
     pub concurrent_session_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub total_log_on_duration: Option<i64>,
     pub total_log_on_count: Option<i64>,
     pub granularity: Option<i64>,
@@ -430,24 +447,33 @@ pub struct LogOnSummary {
     #[serde(deserialize_with = "date")]
     pub summary_date: Date,
     pub desktop_group_id: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub total_duration: Option<i64>,
     pub total_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub brokering_duration: Option<i64>,
     pub brokering_count: Option<i64>,
     #[serde(rename = "VMStartDuration")]
+    #[serde(default, deserialize_with = "duration")]
     pub vm_start_duration: Option<i64>,
     #[serde(rename = "VMStartCount")]
     pub vm_start_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub hdx_duration: Option<i64>,
     pub hdx_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub authentication_duration: Option<i64>,
     pub authentication_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub gpo_duration: Option<i64>,
     pub gpo_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub log_on_scripts_duration: Option<i64>,
     pub log_on_scripts_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub profile_load_duration: Option<i64>,
     pub profile_load_count: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
     pub interactive_duration: Option<i64>,
     pub interactive_count: Option<i64>,
     pub granularity: Option<i64>,

@@ -102,6 +102,11 @@ pub enum PagingError {
     Loop { url: String },
     #[error("more than {max} pages: stopping (raise citrix.max_pages if this is a real backfill)")]
     TooManyPages { max: usize },
+    #[error(
+        "page {page} brought only rows this walk had read already ({rows} rows) and has a \
+         nextLink: the service is paging in a loop; stopping"
+    )]
+    OnlyRepeats { page: usize, rows: usize },
     #[error("nextLink `{url}` is not on the Monitor host {expected}")]
     ForeignHost { url: String, expected: String },
 }

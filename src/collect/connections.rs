@@ -185,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_duration_costs_its_record_and_nothing_else() {
+        let body = br#"{"value":[
+            {"Id":1,"BrokeringDate":"2026-03-02T07:59:58Z","BrokeringDuration":-5000},
+            {"Id":2,"BrokeringDate":"2026-03-02T07:59:59Z","BrokeringDuration":850}]}"#;
+        let page = crate::collect::decode_page::<Connection>(body).unwrap();
+        assert_eq!(page.value.len(), 1);
+        assert_eq!(page.value[0].id, Some(2));
+        assert_eq!(page.bad.len(), 1);
+        assert_eq!(page.bad[0].0, 0);
+        assert!(
+            page.bad[0].1.contains("negative duration -5000"),
+            "{:?}",
+            page.bad
+        );
+    }
+
+    #[test]
     fn maps_phases_tags_and_fields() {
         let c: Connection = serde_json::from_str(
             r#"{"Id":77,"Protocol":"HDX","IsReconnect":false,"ClientName":"PC,1","ClientAddress":"10.0.0.1",

@@ -174,6 +174,9 @@ pub struct EntityStats {
     pub error_kind: Option<&'static str>,
     /// Stopped early by shutdown (the watermark did not move).
     pub interrupted: bool,
+    /// Rows dated past the cycle's start plus [`MAX_CLOCK_SKEW`] (written, counted, logged;
+    /// they do not move the watermark).
+    pub future_dated: u64,
     /// Logon durations written (for the demo's p50/p95); empty for other kinds.
     pub logon_ms: Vec<u32>,
 }
@@ -256,13 +259,22 @@ async fn walk<C: Collector>(
                 .load(&ctx.customer_id, &name)
                 .map_err(|e| ("checkpoint", e.to_string()))?;
             let overlap = c.overlap(env.settings.overlap);
-            Some(match saved {
-                Some(w) => w.watermark - chrono::Duration::from_std(overlap).unwrap_or_default(),
-                None => {
-                    ctx.cycle_time
-                        - chrono::Duration::from_std(env.settings.lookback).unwrap_or_default()
+            let horizon = ctx.cycle_time.checked_add_signed(MAX_CLOCK_SKEW);
+            let (from, back) = match saved {
+                Some(w) if horizon.is_some_and(|h| w.watermark > h) => {
+                    // Saved by a version that let a future-dated row set it: it would hide
+                    // every new row. Start over from the lookback (points are idempotent).
+                    tracing::warn!(tenant = %ctx.customer, entity = %name, saved = %w.watermark,
+                        "Saved watermark is in the future; reading from harvester.lookback again.");
+                    (ctx.cycle_time, env.settings.lookback)
                 }
-            })
+                Some(w) => (w.watermark, overlap),
+                None => (ctx.cycle_time, env.settings.lookback),
+            };
+            Some(minus(from, back).ok_or_else(|| {
+                let e = format!("cannot go back {back:?} from {from}: out of the date range");
+                ("config", e)
+            })?)
         }
     };
     let state = c
@@ -287,8 +299,13 @@ async fn walk<C: Collector>(
     // paged; the `$skip` of later pages then shifted by one and a row may have been skipped, so
     // the watermark must not pass the first sighting (it is re-read next cycle; points are
     // idempotent, so the re-read costs nothing but time).
-    let mut marks = WalkMarks::default();
     let incremental = c.watermark_field().is_some();
+    let mut marks = WalkMarks {
+        horizon: incremental
+            .then(|| ctx.cycle_time.checked_add_signed(MAX_CLOCK_SKEW))
+            .flatten(),
+        ..Default::default()
+    };
     let is_logon = name == "connections";
 
     // The request slot of the previous page, kept for the next one (see below).
@@ -301,10 +318,16 @@ async fn walk<C: Collector>(
         // The request slot stays ours until the sink has acknowledged this page's points, so
         // pages in memory are bounded by max_concurrent_requests, not by tenants × page size
         // when the sink is slower than Citrix.
-        let (body, slot) = client
-            .get_page_holding(&name, &url, held.take())
-            .await
-            .map_err(|e| (e.kind.label(), e.to_string()))?;
+        // Shutdown cuts a request or its backoff short: nothing of this page was acknowledged,
+        // so the watermark stays and the page is read again next start.
+        let fetched = tokio::select! {
+            r = client.get_page_holding(&name, &url, held.take()) => r,
+            _ = cancel.cancelled() => {
+                stats.interrupted = true;
+                return Ok(());
+            }
+        };
+        let (body, slot) = fetched.map_err(|e| (e.kind.label(), e.to_string()))?;
         // Records borrow from the body and points from the records, so body, records and
         // points live in this block (no await inside): the points are encoded here and only
         // the lines (about a third of their memory, no copy of any text) wait for the server.
@@ -314,8 +337,8 @@ async fn walk<C: Collector>(
                 ("decode", err.to_string())
             })?;
             let mut points = Vec::with_capacity(page.value.len());
-            let marks = incremental.then_some(&mut marks);
-            let errors = map_page(c, &page.value, &state, ctx, marks, &mut points);
+            marks.page = PageMarks::default();
+            let errors = map_page(c, &page.value, &state, ctx, Some(&mut marks), &mut points);
             stats.records += page.value.len() as u64;
             if is_logon {
                 collect_logon_ms(&points, &mut stats.logon_ms);
@@ -331,6 +354,7 @@ async fn walk<C: Collector>(
         }
         stats.pages += 1;
         stats.records += bad.len() as u64;
+        note_future_rows(&marks.page, ctx, &name, &url, stats);
         for e in map_errors {
             stats.rejected += 1;
             tracing::warn!(tenant = %ctx.customer, entity = %name, url = %url, error = %e,
@@ -354,7 +378,7 @@ async fn walk<C: Collector>(
         // every tenant that has not started (FIFO would open every tenant's walk at once, each
         // remembering its keys); after PAGES_PER_TURN pages it queues again, so one long walk
         // cannot keep other tenants waiting when the limit is small.
-        if next_link.is_some() && stats.pages % PAGES_PER_TURN != 0 {
+        if next_link.is_some() && !stats.pages.is_multiple_of(PAGES_PER_TURN) {
             held = Some(slot);
         } else {
             drop(slot);
@@ -365,9 +389,19 @@ async fn walk<C: Collector>(
         stats.spooled += report.spooled as u64;
 
         if let Some(link) = next_link {
-            guard
-                .next(&link)
-                .map_err(|e| ("paging", client.error(&name, &url, e).to_string()))?;
+            let p = &marks.page;
+            // A next page after one that brought nothing new: the service is paging in a loop
+            // (a nextLink back to the start with one parameter changed, say). A last page of
+            // repeats is harmless: rows modified while paging, and the walk ends anyway.
+            let looping = stats.pages > 1 && p.keyed > 0 && p.repeated == p.keyed;
+            let checked = match looping {
+                true => Err(crate::citrix::odata::PagingError::OnlyRepeats {
+                    page: stats.pages as usize,
+                    rows: p.repeated,
+                }),
+                false => guard.next(&link),
+            };
+            checked.map_err(|e| ("paging", client.error(&name, &url, e).to_string()))?;
             next = Some(link);
         }
     }
@@ -396,6 +430,8 @@ async fn walk<C: Collector>(
             (m, None) => m,
             (None, Some(c)) => Some(c),
         };
+        // Never ahead of the clock: a row dated in the future must not hide what comes later.
+        let new = min_opt(new, marks.horizon);
         if let (Some(new), Some(since)) = (new, since) {
             // Never move backwards past where this walk started reading.
             let new = new.max(since);
@@ -412,9 +448,46 @@ async fn walk<C: Collector>(
 /// a slot again like everyone else (fairness when `max_concurrent_requests` is small).
 pub const PAGES_PER_TURN: u64 = 20;
 
-/// What an incremental walk remembers across its pages to place the new watermark.
+/// How far past the cycle's start a row may be dated before it counts as dated in the future
+/// (a VDA or controller with a wrong clock); the watermark never passes this.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// `t - d`, or `None` when that leaves chrono's date range.
+fn minus(t: DateTime<Utc>, d: std::time::Duration) -> Option<DateTime<Utc>> {
+    t.checked_sub_signed(chrono::TimeDelta::from_std(d).ok()?)
+}
+
+/// What the walk noticed on one page.
+#[derive(Debug, Default)]
+pub struct PageMarks {
+    /// Rows that have a key, and of those, rows this walk had read before.
+    pub keyed: usize,
+    pub repeated: usize,
+    /// Rows whose watermark field is past the horizon, and the latest such date.
+    pub future: u64,
+    pub latest_future: Option<DateTime<Utc>>,
+}
+
+/// Counts and logs a page's rows dated in the future: they are written (they are real rows),
+/// but they do not move the watermark.
+fn note_future_rows(p: &PageMarks, ctx: &Ctx, entity: &str, url: &str, stats: &mut EntityStats) {
+    if p.future == 0 {
+        return;
+    }
+    stats.future_dated += p.future;
+    tracing::warn!(tenant = %ctx.customer, entity, url, rows = p.future,
+        latest = ?p.latest_future, cycle_start = %ctx.cycle_time,
+        "Rows dated in the future (a wrong clock on a VDA or controller?): written, but the \
+         watermark does not follow them.");
+}
+
+/// What a walk remembers across its pages to place the new watermark and to notice a loop.
 #[derive(Debug, Default)]
 pub struct WalkMarks {
+    /// The latest watermark a row may set (the cycle's start plus [`MAX_CLOCK_SKEW`]).
+    pub horizon: Option<DateTime<Utc>>,
+    /// The page being mapped.
+    pub page: PageMarks,
     /// Hash of the key → watermark value at first sight (see `walk`). A hash keeps a long
     /// walk's memory small; a collision can only make a row look seen twice, which caps the
     /// watermark lower (a re-read), never higher.
@@ -440,9 +513,18 @@ pub fn map_page<'r, C: Collector>(
     let mut errors = Vec::new();
     for r in records {
         if let Some(m) = marks.as_deref_mut() {
-            let wm = c.watermark(r);
+            let mut wm = c.watermark(r);
+            if let (Some(w), Some(h)) = (wm, m.horizon)
+                && w > h
+            {
+                m.page.future += 1;
+                m.page.latest_future = max_opt(m.page.latest_future, wm);
+                wm = None;
+            }
             if let Some(hash) = c.key_hash(r) {
+                m.page.keyed += 1;
                 if let Some(first_wm) = m.seen.get(&hash) {
+                    m.page.repeated += 1;
                     m.cap = min_opt(m.cap, *first_wm);
                     tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key = c.key(r),
                         "Row seen twice in one walk (modified while paging).");

@@ -430,7 +430,7 @@ pub fn generate_world(
     let dg_count = rng.random_range(2..=4usize);
     // Always include the names with a comma and with '=' (there are at least two groups).
     let mut dg_pick: Vec<usize> = vec![1, 2];
-    let rest = if idx % 2 == 0 {
+    let rest = if idx.is_multiple_of(2) {
         [0usize, 3, 4, 5]
     } else {
         [3, 0, 5, 4]
@@ -485,7 +485,7 @@ pub fn generate_world(
             .set("ZoneUid", Val::Guid(zone))
             .set(
                 "ZoneName",
-                Val::str(if idx % 3 == 0 {
+                Val::str(if idx.is_multiple_of(3) {
                     "Zone München"
                 } else {
                     "Primary Zone"

@@ -161,7 +161,7 @@ fn date_text(d: DateTime<Utc>, buf: &mut [u8; DATE_BUF]) -> std::borrow::Cow<'_,
     let mut ticks = d.nanosecond() % 1_000_000_000 / 100;
     if ticks != 0 {
         let mut digits = 7;
-        while ticks % 10 == 0 {
+        while ticks.is_multiple_of(10) {
             ticks /= 10;
             digits -= 1;
         }

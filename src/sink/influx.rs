@@ -309,15 +309,9 @@ impl HttpWriter {
             }
         };
         let status = resp.status();
-        let text = resp
-            .bytes()
-            .await
-            .map(|b| {
-                String::from_utf8_lossy(&b[..b.len().min(300)])
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let location = redirect_target(&resp);
+        let b = crate::body::read_prefix(resp, 300).await;
+        let text = String::from_utf8_lossy(&b).trim().to_string() + &location;
         let said = if text.is_empty() {
             format!("HTTP {}", status.as_u16())
         } else {
@@ -412,10 +406,9 @@ impl HttpWriter {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        let text = match resp.bytes().await {
-            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(MAX_REASON)]).into_owned(),
-            Err(e) => format!("(body unreadable: {})", error_chain(&e.without_url())),
-        };
+        let location = redirect_target(&resp);
+        let b = crate::body::read_prefix(resp, MAX_REASON).await;
+        let text = String::from_utf8_lossy(&b).into_owned() + &location;
         let disposition = classify(Some(status), &text, retry_after, None);
         Err(Failure {
             disposition,
@@ -423,6 +416,19 @@ impl HttpWriter {
             reason: format!("HTTP {status}: {}", text.trim()),
         })
     }
+}
+
+/// For a 3xx: what it pointed at, to append to the reason (redirects are never followed).
+fn redirect_target(resp: &reqwest::Response) -> String {
+    if !resp.status().is_redirection() {
+        return String::new();
+    }
+    let to = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    format!(" (redirect to `{to}` refused: check output.url)")
 }
 
 /// The range being sent plus everything still on the work stack, in line order (the stack's

@@ -163,6 +163,8 @@ pub struct SinkStats {
     pub spool_full_points: u64,
     /// Bytes of corrupt spool records skipped on replay (acknowledged data lost).
     pub spool_corrupt_bytes: u64,
+    /// The last attempt to write the spool failed (a full disk, say): not ready.
+    pub spool_unwritable: bool,
     /// Lines refused for good (server or encoder), each logged at ERROR.
     pub dead_letters: u64,
     /// Of those, entries not written to the dead-letter file (limit reached or I/O error).
@@ -178,6 +180,7 @@ pub(crate) struct Counters {
     pub(crate) replayed_points: AtomicU64,
     pub(crate) spool_full_points: AtomicU64,
     pub(crate) spool_corrupt_bytes: AtomicU64,
+    pub(crate) spool_write_failing: std::sync::atomic::AtomicBool,
     pub(crate) dead_letters: AtomicU64,
     pub(crate) dead_letters_not_written: AtomicU64,
 }
@@ -368,6 +371,8 @@ fn http_client(cfg: &SinkConfig) -> Result<reqwest::Client, SinkError> {
     let mut b = reqwest::Client::builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
+        // A redirect would carry the write credentials elsewhere: a 3xx is an error instead.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &cfg.ca_file {
         let pem = std::fs::read(path).map_err(|e| SinkError::CaFile {
@@ -576,6 +581,7 @@ impl Sink {
             replayed_points: l(&c.replayed_points),
             spool_full_points: l(&c.spool_full_points),
             spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
+            spool_unwritable: c.spool_write_failing.load(Ordering::Relaxed),
             dead_letters: l(&c.dead_letters),
             dead_letters_not_written: l(&c.dead_letters_not_written),
         }
@@ -693,13 +699,17 @@ impl Sink {
                     });
                     return Ok(());
                 }
-                if let Err(u) = w.deliver(buf, ends, &mut st.report, origin).await {
-                    let (bytes, left) = replay::keep(buf, ends, &u.remaining);
-                    st.spool_cause = Some(u.error.to_string());
-                    st.to_spool.push(Batch {
-                        bytes,
-                        lines: left.len(),
-                    });
+                match w.deliver(buf, ends, &mut st.report, origin).await {
+                    // The server takes points again: a spool that failed earlier no longer matters.
+                    Ok(()) => spool.server_took_writes(),
+                    Err(u) => {
+                        let (bytes, left) = replay::keep(buf, ends, &u.remaining);
+                        st.spool_cause = Some(u.error.to_string());
+                        st.to_spool.push(Batch {
+                            bytes,
+                            lines: left.len(),
+                        });
+                    }
                 }
                 Ok(())
             }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::spool::{Segment, Spool, scan};
+use super::spool::{Segment, Spool, apply_ack, scan};
 use super::{Inner, WriteReport};
 use crate::sink::influx::HttpWriter;
 
@@ -77,14 +77,15 @@ async fn replay_segment(
             return false;
         }
     };
-    let s = scan(&buf);
+    // Bytes below the acknowledged length that are not valid records were acknowledged: lost.
+    let s = apply_ack(scan(&buf), buf.len(), seg.acked);
     if s.corrupt_bytes > 0 {
         inner
             .counters
             .spool_corrupt_bytes
             .fetch_add(s.corrupt_bytes as u64, Ordering::Relaxed);
         tracing::error!(sink = %inner.description, segment = %path.display(), bytes = s.corrupt_bytes,
-            "spool segment has corrupt records (checksum mismatch); they are skipped and lost");
+            "spool segment has corrupt or missing records below its acknowledged length; acknowledged points are lost");
     }
     if s.torn_bytes > 0 {
         tracing::warn!(sink = %inner.description, segment = %path.display(), bytes = s.torn_bytes,

@@ -13,6 +13,13 @@
 //! bytes with no valid record after them are a *torn tail* (a write cut off by a crash before
 //! its fsync returned, hence never acknowledged: WARN). A new process never appends to an old
 //! segment, so a torn tail can only ever be at the end of a segment.
+//!
+//! Beside each segment, `<seq>.ack` holds the segment's acknowledged length (u64 and its
+//! CRC-32), rewritten after every fsynced append. It is written after the segment's fsync and
+//! is not itself fsynced: it can lag behind the segment (a power cut: detection is weaker for
+//! that tail) but never run ahead of it. So invalid or missing bytes *below* the acknowledged
+//! length are lost acknowledged data — corruption, not a torn write — however they look, and an
+//! `.ack` whose segment is gone is a whole lost segment.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -27,6 +34,7 @@ use super::{Counters, SinkError};
 pub(crate) const MAGIC: [u8; 4] = *b"CHS1";
 pub(crate) const HEADER: usize = 16;
 const EXT: &str = "seg";
+const ACK_EXT: &str = "ack";
 
 /// One batch to spool: whole lines, each ending in `\n`.
 #[derive(Debug, Clone)]
@@ -135,11 +143,49 @@ pub(crate) struct Segment {
     pub(crate) seq: u64,
     pub(crate) path: PathBuf,
     pub(crate) bytes: u64,
+    /// The acknowledged length from `<seq>.ack`; `None` for a segment written before it existed.
+    pub(crate) acked: Option<u64>,
+}
+
+impl Segment {
+    fn ack_path(&self) -> PathBuf {
+        self.path.with_extension(ACK_EXT)
+    }
 }
 
 struct Head {
     seg: Segment,
     file: File,
+    ack: File,
+}
+
+fn encode_ack(len: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&len.to_le_bytes());
+    b[8..].copy_from_slice(&crc32fast::hash(&len.to_le_bytes()).to_le_bytes());
+    b
+}
+
+/// The acknowledged length in an `.ack` file; `None` when absent or not valid.
+fn read_ack(path: &Path) -> Option<u64> {
+    let b = fs::read(path).ok()?;
+    let len = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    (crc32fast::hash(&len.to_le_bytes()) == crc).then_some(len)
+}
+
+/// Applies the acknowledged length to a scan of `len` bytes: whatever of `[0, acked)` is not in
+/// a valid record was acknowledged and is lost (corrupt); only bytes beyond it can be torn.
+pub(crate) fn apply_ack(mut s: Scan, len: usize, acked: Option<u64>) -> Scan {
+    let Some(acked) = acked.map(|a| a as usize) else {
+        return s;
+    };
+    let valid_end = len - s.torn_bytes;
+    if acked > valid_end {
+        s.corrupt_bytes += acked - valid_end;
+        s.torn_bytes = len.saturating_sub(acked);
+    }
+    s
 }
 
 struct State {
@@ -196,24 +242,55 @@ impl Spool {
     ) -> Result<Spool, SinkError> {
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let mut sealed = Vec::new();
+        let mut acks = Vec::new();
         for e in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let e = e.map_err(|e| io_err(&dir, e))?;
             let path = e.path();
+            let ext = path.extension().and_then(|x| x.to_str());
             let Some(seq) = path
                 .file_stem()
                 .and_then(|s| s.to_str())
-                .filter(|_| path.extension().and_then(|x| x.to_str()) == Some(EXT))
                 .and_then(|s| s.parse::<u64>().ok())
             else {
                 continue;
             };
-            let bytes = e.metadata().map_err(|e| io_err(&path, e))?.len();
-            if bytes == 0 {
-                // Created, nothing ever written (a crash right after the create).
-                let _ = fs::remove_file(&path);
+            if ext == Some(ACK_EXT) {
+                acks.push(path);
                 continue;
             }
-            sealed.push(Segment { seq, path, bytes });
+            if ext != Some(EXT) {
+                continue;
+            }
+            let bytes = e.metadata().map_err(|e| io_err(&path, e))?.len();
+            let mut seg = Segment {
+                seq,
+                path,
+                bytes,
+                acked: None,
+            };
+            seg.acked = read_ack(&seg.ack_path());
+            if bytes == 0 && seg.acked.unwrap_or(0) == 0 {
+                // Created, nothing ever written (a crash right after the create).
+                let _ = fs::remove_file(&seg.path);
+                let _ = fs::remove_file(seg.ack_path());
+                continue;
+            }
+            sealed.push(seg);
+        }
+        for ack in acks {
+            if ack.with_extension(EXT).exists() {
+                continue;
+            }
+            // The segment is gone but its acknowledged length says it held points.
+            let lost = read_ack(&ack).unwrap_or(0);
+            if lost > 0 {
+                counters
+                    .spool_corrupt_bytes
+                    .fetch_add(lost, Ordering::Relaxed);
+                tracing::error!(segment = %ack.with_extension(EXT).display(), bytes = lost,
+                    "spool segment is missing although it held acknowledged points; they are lost");
+            }
+            let _ = fs::remove_file(&ack);
         }
         sealed.sort_by_key(|s| s.seq);
         let bytes: u64 = sealed.iter().map(|s| s.bytes).sum();
@@ -264,6 +341,22 @@ impl Spool {
     /// `spawn_blocking`). Stops at the first batch that would grow the spool beyond its limit;
     /// that one and the rest are refused.
     pub(crate) fn append(&self, batches: &[Batch]) -> Result<Appended, SinkError> {
+        let r = self.append_records(batches);
+        // `/readyz` says not ready while the spool cannot be written (a full disk, say).
+        self.counters
+            .spool_write_failing
+            .store(r.is_err(), Ordering::Relaxed);
+        r
+    }
+
+    /// A write went straight to the server: a failure to spool earlier no longer stops readiness.
+    pub(crate) fn server_took_writes(&self) {
+        self.counters
+            .spool_write_failing
+            .store(false, Ordering::Relaxed);
+    }
+
+    fn append_records(&self, batches: &[Batch]) -> Result<Appended, SinkError> {
         let mut st = self.lock();
         let mut out = Vec::with_capacity(batches.iter().map(|b| b.bytes.len() + HEADER).sum());
         let mut r = Appended::default();
@@ -287,16 +380,21 @@ impl Spool {
                 .append(true)
                 .open(&path)
                 .map_err(|e| io_err(&path, e))?;
+            let seg = Segment {
+                seq,
+                path,
+                bytes: 0,
+                acked: None,
+            };
+            let ack = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(seg.ack_path())
+                .map_err(|e| io_err(&seg.ack_path(), e))?;
             sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
             st.next_seq += 1;
-            st.head = Some(Head {
-                seg: Segment {
-                    seq,
-                    path,
-                    bytes: 0,
-                },
-                file,
-            });
+            st.head = Some(Head { seg, file, ack });
             self.counters.spool_segments.fetch_add(1, Ordering::Relaxed);
         }
         let head = st.head.as_mut().expect("opened above");
@@ -318,6 +416,15 @@ impl Spool {
             return Err(io_err(&head.seg.path, e));
         }
         head.seg.bytes += out.len() as u64;
+        // After the fsync, never before: the recorded length must not run ahead of the data.
+        {
+            use std::os::unix::fs::FileExt as _;
+            if let Err(e) = head.ack.write_all_at(&encode_ack(head.seg.bytes), 0) {
+                tracing::warn!(path = %head.seg.ack_path().display(), error = %e,
+                    "cannot record the spool segment's acknowledged length; a later cut of it may be taken for a torn write");
+            }
+        }
+        head.seg.acked = Some(head.seg.bytes);
         let full = head.seg.bytes >= self.segment_bytes;
         st.bytes += out.len() as u64;
         if full {
@@ -367,6 +474,8 @@ impl Spool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&seg.path, e)),
         }
+        // After the segment: an `.ack` alone would report the segment as lost.
+        let _ = fs::remove_file(seg.ack_path());
         st.sealed.pop_front();
         st.bytes -= seg.bytes;
         self.counters
@@ -525,10 +634,9 @@ mod tests {
         // a crash during an append: half a record at the end of the file
         let seg = fs::read_dir(tmp.path())
             .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == EXT))
+            .unwrap();
         let mut half = Vec::new();
         encode_record(&mut half, b"c v=1i 1\n", 1);
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
