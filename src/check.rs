@@ -153,8 +153,11 @@ fn one_line(s: &str) -> String {
 pub fn config_failure(path: &str, error: &crate::config::ConfigError) -> Report {
     let hint = match error {
         crate::config::ConfigError::Invalid { key, .. } => format!("fix `{key}` in {path}"),
-        crate::config::ConfigError::Load { .. } => {
-            format!("{path} must exist and be valid TOML with known keys only")
+        crate::config::ConfigError::Load { path: file, .. } => {
+            format!("{file} must be valid TOML with known keys only")
+        }
+        crate::config::ConfigError::Read { path: file, .. } => {
+            format!("{file} must exist and be readable by this user")
         }
     };
     Report {
@@ -257,7 +260,7 @@ async fn check_tenant(
     global: Arc<Semaphore>,
 ) -> Vec<Row> {
     let name = t.name.as_str();
-    let key = |k: &str| format!("tenant[{}].{k}", origin.index);
+    let key = |k: &str| origin.key(k);
     let mut rows = Vec::new();
     if let Some(why) = &origin.secret_error {
         rows.push(Row::fail(

@@ -42,6 +42,12 @@ pub enum ConfigError {
     },
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -82,6 +88,16 @@ struct RawHarvester {
     listen: Option<String>,
     unhealthy_after: Option<u32>,
     shard: Option<String>,
+    tenants_dir: Option<PathBuf>,
+    watch_config: Option<bool>,
+}
+
+/// A file of `tenants_dir`: tenants only.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenantsFile {
+    #[serde(default, rename = "tenant")]
+    tenants: Vec<RawTenant>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -164,7 +180,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HarvesterConfig {
     pub interval: Duration,
     pub jitter: Duration,
@@ -183,9 +199,14 @@ pub struct HarvesterConfig {
     pub unhealthy_after: u32,
     /// This instance's share of the tenants (`K/N`); `None` = all. `--shard` overrides it.
     pub shard: Option<Shard>,
+    /// A directory of `*.toml` files with more `[[tenant]]` tables (`tenants.d` beside the
+    /// main file by default); `None` when the configuration did not come from a file.
+    pub tenants_dir: Option<PathBuf>,
+    /// Reload when a file of the configuration changes (besides SIGHUP).
+    pub watch_config: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CitrixConfig {
     pub auth_scheme: AuthScheme,
     pub request_timeout: Duration,
@@ -200,7 +221,7 @@ pub struct CitrixConfig {
     pub proxy: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     pub name: String,
     pub customer_id: String,
@@ -268,6 +289,8 @@ impl Default for HarvesterConfig {
             listen: None,
             unhealthy_after: 3,
             shard: None,
+            tenants_dir: None,
+            watch_config: false,
         }
     }
 }
@@ -301,10 +324,13 @@ pub struct Checked {
     pub output_secret_error: Option<ConfigError>,
 }
 
-/// A tenant's place in the file, for hints that name the key (`tenant[3].client_secret_env`).
+/// A tenant's place in the configuration, for hints that name the key
+/// (`tenant[3].client_secret_env`, `/etc/citrix-harvester/tenants.d/contoso.toml: tenant[0].name`).
 #[derive(Debug, Clone)]
 pub struct TenantOrigin {
-    /// Index among all `[[tenant]]` tables, disabled ones included, as in error keys.
+    /// The file of `tenants_dir` it came from; `None` for the main file.
+    pub file: Option<String>,
+    /// Index among the file's `[[tenant]]` tables, disabled ones included, as in error keys.
     pub index: usize,
     /// The key the client secret is read from, e.g. `tenant[3].client_secret_env`.
     pub secret_key: String,
@@ -327,9 +353,9 @@ fn read_raw(
         .map_err(load)
 }
 
-fn file_and_env(path: &Path) -> config::ConfigBuilder<config::builder::DefaultState> {
+fn text_and_env(text: &str) -> config::ConfigBuilder<config::builder::DefaultState> {
     config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("CITRIX_HARVESTER")
                 .prefix_separator("__")
@@ -342,11 +368,100 @@ fn inline_text(text: &str) -> config::ConfigBuilder<config::builder::DefaultStat
     config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml))
 }
 
+/// The tenant files of `tenants_dir` as read, before validation.
+#[derive(Default)]
+struct TenantFiles {
+    dir: Option<PathBuf>,
+    /// (the file as shown in errors, its tenants), in file-name order.
+    files: Vec<(String, Vec<RawTenant>)>,
+}
+
+impl TenantOrigin {
+    /// The configuration key of setting `k` of this tenant.
+    pub fn key(&self, k: &str) -> String {
+        match &self.file {
+            None => format!("tenant[{}].{k}", self.index),
+            Some(f) => format!("{f}: tenant[{}].{k}", self.index),
+        }
+    }
+}
+
+/// Reads the `*.toml` files of `dir` in name order (hidden files are skipped). A missing
+/// directory is empty unless it was configured explicitly.
+fn read_tenants_dir(dir: &Path, explicit: bool) -> Result<TenantFiles, ConfigError> {
+    let shown = dir.display().to_string();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(TenantFiles {
+                dir: Some(dir.to_path_buf()),
+                files: Vec::new(),
+            });
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                source,
+            });
+        }
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    for p in paths {
+        let shown = p.display().to_string();
+        let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let load = |source| ConfigError::Load {
+            path: shown.clone(),
+            source,
+        };
+        let raw: RawTenantsFile = inline_text(&text)
+            .build()
+            .map_err(load)?
+            .try_deserialize()
+            .map_err(load)?;
+        files.push((shown, raw.tenants));
+    }
+    Ok(TenantFiles {
+        dir: Some(dir.to_path_buf()),
+        files,
+    })
+}
+
+/// Reads the main file (itself, so a pipe such as `--config <(…)` or `/dev/stdin` works),
+/// applies the environment overrides, then the files of `tenants_dir`.
+fn load_with(path: &Path, lenient: bool) -> Result<Checked, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let raw = read_raw(text_and_env(&text), &shown)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let files = match &raw.harvester.tenants_dir {
+        Some(d) => read_tenants_dir(&base.join(d), true)?,
+        None => read_tenants_dir(&base.join("tenants.d"), false)?,
+    };
+    raw.validate_with(&SecretSources::from_process(), lenient, files)
+}
+
 impl Config {
     /// Reads `path` (TOML) with environment overrides (`CITRIX_HARVESTER__OUTPUT__URL=...`).
+    /// Tenants come from `[[tenant]]` tables here and in the files of `harvester.tenants_dir`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        read_raw(file_and_env(path), &path.display().to_string())?
-            .validate(&SecretSources::from_process())
+        load_with(path, false).map(|c| c.config)
     }
 
     /// Parses TOML text without environment overrides (tests).
@@ -356,8 +471,7 @@ impl Config {
 
     /// Like [`Config::load`], but secrets that cannot be read are reported, not fatal (`check`).
     pub fn load_for_check(path: &Path) -> Result<Checked, ConfigError> {
-        read_raw(file_and_env(path), &path.display().to_string())?
-            .validate_with(&SecretSources::from_process(), true)
+        load_with(path, true)
     }
 
     /// Like [`Config::from_toml_str`], but secrets that cannot be read are reported, not fatal.
@@ -365,7 +479,11 @@ impl Config {
         text: &str,
         secrets: &SecretSources,
     ) -> Result<Checked, ConfigError> {
-        read_raw(inline_text(text), "<inline>")?.validate_with(secrets, true)
+        read_raw(inline_text(text), "<inline>")?.validate_with(
+            secrets,
+            true,
+            TenantFiles::default(),
+        )
     }
 }
 
@@ -400,11 +518,18 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 
 impl RawConfig {
     fn validate(self, secrets: &SecretSources) -> Result<Config, ConfigError> {
-        self.validate_with(secrets, false).map(|c| c.config)
+        self.validate_with(secrets, false, TenantFiles::default())
+            .map(|c| c.config)
     }
 
     /// `lenient`: a secret that cannot be read is recorded instead of failing (for `check`).
-    fn validate_with(self, secrets: &SecretSources, lenient: bool) -> Result<Checked, ConfigError> {
+    /// `files`: the tenants of `tenants_dir`, after those of the main file.
+    fn validate_with(
+        self,
+        secrets: &SecretSources,
+        lenient: bool,
+        files: TenantFiles,
+    ) -> Result<Checked, ConfigError> {
         let d = HarvesterConfig::default();
         let h = self.harvester;
         let harvester = HarvesterConfig {
@@ -439,6 +564,8 @@ impl RawConfig {
                 .map(|v| v.parse::<Shard>())
                 .transpose()
                 .map_err(|e| invalid("harvester.shard", e.to_string()))?,
+            tenants_dir: files.dir,
+            watch_config: h.watch_config.unwrap_or(d.watch_config),
         };
         if harvester.interval < Duration::from_secs(1) {
             return Err(invalid("harvester.interval", "must be at least 1s"));
@@ -500,38 +627,54 @@ impl RawConfig {
             self.output.validate(secrets, allow_inline, lenient)?;
         output.state_dir = Some(harvester.state_dir.clone());
 
-        if self.tenants.is_empty() {
-            return Err(invalid("tenant", "at least one [[tenant]] is required"));
-        }
+        let all = self
+            .tenants
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (None, i, t))
+            .chain(files.files.into_iter().flat_map(|(file, ts)| {
+                ts.into_iter()
+                    .enumerate()
+                    .map(move |(i, t)| (Some(file.clone()), i, t))
+            }));
         let mut tenants = Vec::new();
-        let mut origins = Vec::new();
-        // Name / customer → the tenant that used it first: both are named in the error.
-        let mut names = BTreeMap::new();
-        let mut customers = BTreeMap::new();
-        for (i, t) in self.tenants.into_iter().enumerate() {
+        let mut origins: Vec<TenantOrigin> = Vec::new();
+        // Name / customer → where it was used first: both places are named in the error.
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        let mut customers: BTreeMap<String, String> = BTreeMap::new();
+        for (file, i, t) in all {
             if t.enabled == Some(false) {
                 continue;
             }
-            let (tenant, origin) = t.validate(i, secrets, allow_inline, lenient)?;
-            origins.push(origin);
-            if let Some(first) = names.insert(tenant.name.clone(), i) {
+            let (tenant, origin) = t.validate(file, i, secrets, allow_inline, lenient)?;
+            let here = origin.key("");
+            let here = here.trim_end_matches('.').to_string();
+            if let Some(first) = names.insert(tenant.name.clone(), here.clone()) {
                 return Err(invalid(
-                    format!("tenant[{i}].name"),
-                    format!("`{}` is also the name of tenant[{first}]", tenant.name),
+                    origin.key("name"),
+                    format!("`{}` is also the name of {first}", tenant.name),
                 ));
             }
             // Two tasks on one customer would break Citrix's one-request rule (429s), write
             // every point twice and share checkpoint files.
-            if let Some(first) = customers.insert(tenant.customer_id.to_ascii_lowercase(), i) {
+            if let Some(first) = customers.insert(tenant.customer_id.to_ascii_lowercase(), here) {
                 return Err(invalid(
-                    format!("tenant[{i}].customer_id"),
+                    origin.key("customer_id"),
                     format!(
-                        "`{}` is also the customer_id of tenant[{first}]; one customer is one tenant",
+                        "`{}` is also the customer_id of {first}; one customer is one tenant",
                         tenant.customer_id
                     ),
                 ));
             }
+            origins.push(origin);
             tenants.push(tenant);
+        }
+        if tenants.is_empty() {
+            return Err(invalid(
+                "tenant",
+                "at least one enabled tenant is required: a [[tenant]] table in the main file \
+                 or in a file of harvester.tenants_dir",
+            ));
         }
         Ok(Checked {
             config: Config {
@@ -664,12 +807,20 @@ impl RawOutput {
 impl RawTenant {
     fn validate(
         self,
+        file: Option<String>,
         i: usize,
         secrets: &SecretSources,
         allow_inline: bool,
         lenient: bool,
     ) -> Result<(TenantConfig, TenantOrigin), ConfigError> {
-        let key = |k: &str| format!("tenant[{i}].{k}");
+        let mut origin = TenantOrigin {
+            file,
+            index: i,
+            secret_key: String::new(),
+            secret_error: None,
+        };
+        let prefix = origin.key("");
+        let key = |k: &str| format!("{prefix}{k}");
         let name = self
             .name
             .filter(|n| !n.trim().is_empty())
@@ -741,11 +892,7 @@ impl RawTenant {
                 ));
             })
         })();
-        let mut origin = TenantOrigin {
-            index: i,
-            secret_key,
-            secret_error: None,
-        };
+        origin.secret_key = secret_key;
         let client_secret = match resolved {
             Ok(s) => s,
             Err(e) if lenient => {
@@ -953,6 +1100,58 @@ region = "eu"
                 "{huge}: {e}"
             );
         }
+    }
+
+    fn tenant_toml(name: &str, customer: &str) -> String {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\ncustomer_id = \"{customer}\"\nclient_id = \"c\"\n\
+             client_secret_env = \"CONTOSO_SECRET\"\n"
+        )
+    }
+
+    #[test]
+    fn tenants_come_from_the_main_file_then_tenants_d_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("citrix-harvester.toml");
+        std::fs::write(&main, MINIMAL).unwrap();
+        let d = dir.path().join("tenants.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("b.toml"), tenant_toml("Beta", "beta1")).unwrap();
+        let two = tenant_toml("Alpha", "alpha1") + &tenant_toml("Alpha2", "alpha2");
+        std::fs::write(d.join("a.toml"), two).unwrap();
+        std::fs::write(d.join(".hidden.toml"), "garbage").unwrap();
+        std::fs::write(d.join("notes.txt"), "garbage").unwrap();
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let raw = read_raw(text_and_env(MINIMAL), "main").unwrap();
+        let files = read_tenants_dir(&d, false).unwrap();
+        let c = raw.validate_with(&s, false, files).unwrap().config;
+        let names: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["Contoso", "Alpha", "Alpha2", "Beta"]);
+        assert_eq!(c.harvester.tenants_dir.as_deref(), Some(d.as_path()));
+        // A duplicate across two files names both; an unknown key names its file.
+        std::fs::write(d.join("c.toml"), tenant_toml("Gamma", "BETA1")).unwrap();
+        let raw = read_raw(text_and_env(MINIMAL), "main").unwrap();
+        let e = raw
+            .validate_with(&s, false, read_tenants_dir(&d, false).unwrap())
+            .unwrap_err()
+            .to_string();
+        let (b, c_file) = (d.join("b.toml"), d.join("c.toml"));
+        assert!(
+            e.contains(&format!("{}: tenant[0].customer_id", c_file.display())),
+            "{e}"
+        );
+        assert!(e.contains(&format!("{}: tenant[0]", b.display())), "{e}");
+        std::fs::write(d.join("c.toml"), "[[tenant]]\nnmae = \"typo\"\n").unwrap();
+        let e = read_tenants_dir(&d, false).err().unwrap().to_string();
+        assert!(e.contains("c.toml") && e.contains("nmae"), "{e}");
+        // A configured directory must exist; the default one may be absent.
+        assert!(read_tenants_dir(&dir.path().join("none"), true).is_err());
+        assert!(
+            read_tenants_dir(&dir.path().join("none"), false)
+                .unwrap()
+                .files
+                .is_empty()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`lineproto`]: the only place that encodes points as line protocol (escaping rules).
 //! - [`sink`]: writers for InfluxDB v2 API, v1 API, a file and stdout; batching and retry.
 //! - [`checkpoint`]: per tenant and entity watermarks, written atomically.
+//! - [`reload`]: SIGHUP and file changes → the new configuration, validated, as a plan.
 //! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.
 //! - [`backfill`]: `--once --since`: a past range in windows, resumable, with progress.
 //! - [`sim`]: the Monitor API simulator used by `simulate`, `demo` and the tests.
@@ -38,6 +39,7 @@ pub mod health;
 pub mod lineproto;
 pub mod memory;
 pub mod metrics;
+pub mod reload;
 pub mod scheduler;
 pub mod secret;
 pub mod shard;

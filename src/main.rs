@@ -50,6 +50,10 @@ struct Cli {
     /// Log format: text for terminals, json for journald/Loki.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Reload the configuration when its file or a file of harvester.tenants_dir changes
+    /// (SIGHUP always reloads); same as harvester.watch_config = true.
+    #[arg(long, global = true)]
+    watch_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -210,11 +214,13 @@ async fn health(url: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Cancels the returned token on SIGINT or SIGTERM. SIGHUP is caught too (its default would
-/// kill the daemon on the spot, the way a reload signal once took Telegraf down): until the
-/// configuration can be reloaded it is logged and ignored. The handlers are installed before
-/// this returns, so before systemd is told READY.
-fn shutdown_on_signals() -> CancellationToken {
+/// Cancels the returned token on SIGINT or SIGTERM. SIGHUP asks `reload` for a configuration
+/// reload; without one (`--once`, `simulate`) it is logged and ignored — never the default,
+/// which would kill the process on the spot (the way a reload signal once took Telegraf down).
+/// The handlers are installed before this returns, so before systemd is told READY.
+fn shutdown_on_signals(
+    reload: Option<tokio::sync::mpsc::Sender<citrix_harvester::reload::Cause>>,
+) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     #[cfg(unix)]
@@ -230,10 +236,15 @@ fn shutdown_on_signals() -> CancellationToken {
                 tokio::select! {
                     _ = &mut ctrl_c => break,
                     Some(_) = async { term.as_mut()?.recv().await } => break,
-                    Some(_) = async { hup.as_mut()?.recv().await } => {
-                        tracing::warn!("SIGHUP received: reloading the configuration is not supported yet, \
-                            so it is ignored; restart the service to apply a changed configuration.");
-                    }
+                    Some(_) = async { hup.as_mut()?.recv().await } => match &reload {
+                        // Full: a reload is pending already and will read the newest files.
+                        Some(tx) => {
+                            tracing::info!("SIGHUP received: reloading the configuration.");
+                            let _ = tx.try_send(citrix_harvester::reload::Cause::Signal);
+                        }
+                        None => tracing::warn!("SIGHUP received: this command does not reload its \
+                            configuration; ignored."),
+                    },
                 }
             }
             tracing::info!("Shutdown requested: finishing the current page, then stopping.");
@@ -249,24 +260,59 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-async fn harvest(
-    cli_config: PathBuf,
+/// The harvest's command-line switches.
+struct HarvestOpts {
     once: bool,
     dry_run: bool,
-    backfill: BackfillArgs,
-    cli_shard: Option<Shard>,
-) -> anyhow::Result<ExitCode> {
-    let backfill = backfill.options()?;
-    let mut cfg = Config::load(&cli_config)
-        .with_context(|| format!("configuration {}", cli_config.display()))?;
-    shard::apply(&mut cfg, cli_shard);
-    if dry_run {
+    shard: Option<Shard>,
+    watch: bool,
+}
+
+/// Reads the configuration as the command line asks: the file, its overrides, the shard and
+/// the switches that replace settings. The same function serves the start and every reload.
+fn load_config(path: &std::path::Path, o: &HarvestOpts) -> Result<Config, String> {
+    let mut cfg = Config::load(path).map_err(|e| e.to_string())?;
+    shard::apply(&mut cfg, o.shard);
+    cfg.harvester.watch_config |= o.watch;
+    if o.dry_run {
         cfg.output = SinkConfig {
             kind: SinkKind::Stdout,
             ..cfg.output
         };
     }
-    let shutdown = shutdown_on_signals();
+    Ok(cfg)
+}
+
+async fn harvest(
+    cli_config: PathBuf,
+    o: HarvestOpts,
+    backfill: BackfillArgs,
+) -> anyhow::Result<ExitCode> {
+    let backfill = backfill.options()?;
+    let once = o.once;
+    let cfg = load_config(&cli_config, &o)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("configuration {}", cli_config.display()))?;
+    // A daemon reloads on SIGHUP (and on file changes with watch_config); `--once` does not.
+    let (reload_tx, reload) = if once || backfill.is_some() {
+        (None, None)
+    } else {
+        let (tx, rx) = citrix_harvester::reload::channel();
+        let path = cli_config.clone();
+        let load: citrix_harvester::reload::Loader = Box::new(move || load_config(&path, &o));
+        let reload = citrix_harvester::reload::Reload { requests: rx, load };
+        (Some(tx), Some(reload))
+    };
+    let shutdown = shutdown_on_signals(reload_tx.clone());
+    if let (Some(tx), true) = (reload_tx, cfg.harvester.watch_config) {
+        tokio::spawn(citrix_harvester::reload::watch(
+            cli_config.clone(),
+            cfg.harvester.tenants_dir.clone(),
+            std::time::Duration::from_secs(2),
+            tx,
+            shutdown.clone(),
+        ));
+    }
     let grace = cfg.harvester.shutdown_grace;
     let overdue = {
         let s = shutdown.clone();
@@ -281,7 +327,7 @@ async fn harvest(
                 summaries: backfill::run(&cfg, opts, shutdown).await?,
                 sink: Default::default(),
             }),
-            None => Ok(run_report(&cfg, once, shutdown).await?),
+            None => Ok(run_report(&cfg, once, shutdown, reload).await?),
         }
     };
     let report = tokio::select! {
@@ -378,7 +424,7 @@ async fn simulate(
             t.name, t.customer_id, t.client_id, t.client_secret, t.utc_offset_minutes
         );
     }
-    sim.serve(regional_l, fallback_l, shutdown_on_signals())
+    sim.serve(regional_l, fallback_l, shutdown_on_signals(None))
         .await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -388,7 +434,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        None => harvest(cli.config, cli.once, cli.dry_run, cli.backfill, cli.shard).await,
+        None => {
+            let o = HarvestOpts {
+                once: cli.once,
+                dry_run: cli.dry_run,
+                shard: cli.shard,
+                watch: cli.watch_config,
+            };
+            harvest(cli.config, o, cli.backfill).await
+        }
         Some(Command::Run {
             once,
             dry_run,
@@ -400,14 +454,13 @@ async fn main() -> ExitCode {
             } else {
                 cli.backfill
             };
-            harvest(
-                cli.config,
-                once || cli.once,
-                dry_run || cli.dry_run,
-                backfill,
-                shard.or(cli.shard),
-            )
-            .await
+            let o = HarvestOpts {
+                once: once || cli.once,
+                dry_run: dry_run || cli.dry_run,
+                shard: shard.or(cli.shard),
+                watch: cli.watch_config,
+            };
+            harvest(cli.config, o, backfill).await
         }
         Some(Command::Health { url }) => health(&url).await,
         Some(Command::Check { shard }) => check(cli.config, shard.or(cli.shard)).await,

@@ -72,6 +72,9 @@ impl ApiCounts {
 struct State {
     tenants: BTreeMap<String, TenantFigures>,
     dropped_points: u64,
+    /// The last configuration (re)load: did it succeed, and when did one last succeed.
+    reload_failed: bool,
+    reload_success_at: Option<i64>,
 }
 
 /// A tenant crossing the `unhealthy_after` line, in either direction; the scheduler logs it.
@@ -120,6 +123,21 @@ impl Metrics {
 
     fn is_unhealthy(&self, f: &TenantFigures) -> bool {
         f.restarting || f.consecutive_failures >= self.unhealthy_after
+    }
+
+    /// A configuration load (the first one at start, then each reload) finished.
+    pub fn reload_finished(&self, ok: bool, at: DateTime<Utc>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.reload_failed = !ok;
+        if ok {
+            st.reload_success_at = Some(at.timestamp());
+        }
+    }
+
+    /// Drops a tenant that left the configuration, so that its series disappear.
+    pub fn forget(&self, tenant: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.tenants.remove(tenant);
     }
 
     /// A tenant's task panicked: counted, and the tenant is unhealthy until a cycle finishes.
@@ -315,6 +333,22 @@ impl Metrics {
             "Tokens obtained from the fallback endpoint.",
             t.iter()
                 .map(|(n, f)| (labels(&[("tenant", n)]), f.token_fallbacks as f64)),
+        );
+        family(
+            &mut out,
+            "config_last_reload_successful",
+            "gauge",
+            "1 when the last configuration (re)load succeeded; 0 while the previous configuration stays in force after a failed reload.",
+            [(String::new(), if st.reload_failed { 0.0 } else { 1.0 })].into_iter(),
+        );
+        family(
+            &mut out,
+            "config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful configuration load (the start counts).",
+            st.reload_success_at
+                .map(|t| (String::new(), t as f64))
+                .into_iter(),
         );
         family(
             &mut out,

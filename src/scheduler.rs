@@ -19,7 +19,9 @@ use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::citrix::client::{MonitorClient, http_client};
 use crate::collect::{Ctx, EntityStats, Env, Job, LoopSettings, registry};
 use crate::config::{Config, TenantConfig};
+use crate::reload::Reload;
 use crate::sink::{Sink, SinkError};
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -99,13 +101,43 @@ impl Tenant {
     }
 }
 
+/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the global limit.
+struct TenantFactory {
+    http: reqwest::Client,
+    global: Arc<Semaphore>,
+    citrix: crate::config::CitrixConfig,
+    schedule: std::collections::BTreeMap<String, Duration>,
+    interval: Duration,
+}
+
+impl TenantFactory {
+    fn make(&self, t: &TenantConfig) -> Tenant {
+        Tenant {
+            cfg: t.clone(),
+            client: MonitorClient::new(self.http.clone(), t, &self.citrix, self.global.clone()),
+            jobs: plan_jobs(t, &self.schedule, self.interval),
+        }
+    }
+}
+
+/// A tenant's task in the daemon, and how to stop it alone.
+struct Running {
+    cfg: TenantConfig,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
 pub struct Harvester {
-    pub(crate) tenants: Vec<Tenant>,
+    pub(crate) tenants: Vec<Arc<Tenant>>,
+    /// What a tenant added by a reload is built from (shared client, limits, schedules).
+    factory: TenantFactory,
     sink: Sink,
     pub(crate) checkpoints: Checkpoints,
     pub(crate) settings: LoopSettings,
     jitter: Duration,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The configuration at start: a reload compares against it (with the running tenants).
+    started_with: Config,
     /// This process's claim on `state_dir` (spool, checkpoints), held while it runs.
     _lock: crate::statelock::StateLock,
 }
@@ -120,18 +152,25 @@ impl Harvester {
             cfg.citrix.proxy.as_deref(),
         )
         .map_err(RunError::Http)?;
-        let global = Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests));
+        let factory = TenantFactory {
+            http,
+            global: Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests)),
+            citrix: cfg.citrix.clone(),
+            schedule: cfg.harvester.schedule.clone(),
+            interval: cfg.harvester.interval,
+        };
         let tenants = cfg
             .tenants
             .iter()
-            .map(|t| Tenant {
-                cfg: t.clone(),
-                client: MonitorClient::new(http.clone(), t, &cfg.citrix, global.clone()),
-                jobs: plan_jobs(t, &cfg.harvester.schedule, cfg.harvester.interval),
-            })
+            .map(|t| Arc::new(factory.make(t)))
             .collect();
+        let metrics = Arc::new(crate::metrics::Metrics::with_unhealthy_after(
+            cfg.harvester.unhealthy_after,
+        ));
+        metrics.reload_finished(true, Utc::now());
         Ok(Harvester {
             tenants,
+            factory,
             sink: Sink::new(cfg.output.clone())?,
             checkpoints: Checkpoints::open(&cfg.harvester.state_dir)?,
             settings: LoopSettings {
@@ -139,9 +178,8 @@ impl Harvester {
                 overlap: cfg.harvester.overlap,
             },
             jitter: cfg.harvester.jitter,
-            metrics: Arc::new(crate::metrics::Metrics::with_unhealthy_after(
-                cfg.harvester.unhealthy_after,
-            )),
+            metrics,
+            started_with: cfg.clone(),
             _lock: lock,
         })
     }
@@ -230,9 +268,9 @@ impl Harvester {
             let me = self.clone();
             let cancel = cancel.clone();
             let h = set.spawn(async move {
-                let t = &me.tenants[i];
+                let t = me.tenants[i].clone();
                 let all = vec![true; t.jobs.len()];
-                (i, me.cycle(t, &all, &cancel).await)
+                (i, me.cycle(&t, &all, &cancel).await)
             });
             index.insert(h.id(), i);
         }
@@ -272,16 +310,16 @@ impl Harvester {
 
     /// Runs one tenant's loop and restarts it after a panic, with backoff (1 s doubling to
     /// 5 min), until `cancel` fires: a bug hit by one tenant never silently stops it.
-    async fn supervise(self: Arc<Self>, i: usize, cancel: CancellationToken) {
+    async fn supervise(self: Arc<Self>, t: Arc<Tenant>, cancel: CancellationToken) {
         let mut restarts: u32 = 0;
         loop {
-            let (me, c) = (self.clone(), cancel.clone());
-            let task = tokio::spawn(async move { me.tenant_loop(i, c).await });
+            let (me, tenant, c) = (self.clone(), t.clone(), cancel.clone());
+            let task = tokio::spawn(async move { me.tenant_loop(&tenant, c).await });
             let e = match task.await {
                 Ok(()) => return,
                 Err(e) => e,
             };
-            self.task_failed(&self.tenants[i], e);
+            self.task_failed(&t, e);
             restarts = restarts.saturating_add(1);
             let wait =
                 Duration::from_secs(1u64 << (restarts - 1).min(9)).min(Duration::from_secs(300));
@@ -293,10 +331,12 @@ impl Harvester {
     }
 
     /// Runs every tenant on its schedule until `cancel` fires; returns once all tasks stopped.
-    pub async fn run_forever(self: Arc<Self>, cancel: CancellationToken) {
+    /// With `reload`, the tenants follow the configuration as it is reloaded (reload.rs).
+    pub async fn run_forever(self: Arc<Self>, cancel: CancellationToken, reload: Option<Reload>) {
         let tracker = TaskTracker::new();
-        for i in 0..self.tenants.len() {
-            tracker.spawn(self.clone().supervise(i, cancel.clone()));
+        let mut running: BTreeMap<String, Running> = BTreeMap::new();
+        for t in &self.tenants {
+            self.start_tenant(&tracker, &mut running, t.clone(), &cancel);
         }
         tracker.close();
         // Not in the tracker: the watchdog below counts tenant tasks only.
@@ -317,16 +357,111 @@ impl Harvester {
                 }
             });
         }
+        if let Some(mut r) = reload {
+            loop {
+                let cause = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    c = r.requests.recv() => c,
+                };
+                let Some(cause) = cause else {
+                    cancel.cancelled().await;
+                    break;
+                };
+                crate::systemd::notify("RELOADING=1");
+                self.reload(cause, &r.load, &tracker, &mut running, &cancel)
+                    .await;
+                crate::systemd::notify("READY=1");
+            }
+        }
         cancel.cancelled().await;
         crate::systemd::notify("STOPPING=1");
         tracker.wait().await;
     }
 
+    fn start_tenant(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        running: &mut BTreeMap<String, Running>,
+        t: Arc<Tenant>,
+        cancel: &CancellationToken,
+    ) {
+        let stop = cancel.child_token();
+        let cfg = t.cfg.clone();
+        let task = tracker.spawn(self.clone().supervise(t, stop.clone()));
+        running.insert(
+            cfg.customer_id.to_ascii_lowercase(),
+            Running { cfg, stop, task },
+        );
+    }
+
+    /// Stops one tenant's task and waits for it: its current page finishes (or its request is
+    /// abandoned), its watermarks stay on disk.
+    async fn stop_tenant(&self, running: &mut BTreeMap<String, Running>, t: &TenantConfig) {
+        if let Some(r) = running.remove(&t.customer_id.to_ascii_lowercase()) {
+            r.stop.cancel();
+            let _ = r.task.await;
+            debug_assert_eq!(&r.cfg, t);
+        }
+    }
+
+    /// Reads the configuration again and applies it to the running tenants (see reload.rs):
+    /// nothing changes unless the whole new configuration is valid.
+    async fn reload(
+        self: &Arc<Self>,
+        cause: crate::reload::Cause,
+        load: &crate::reload::Loader,
+        tracker: &TaskTracker,
+        running: &mut BTreeMap<String, Running>,
+        cancel: &CancellationToken,
+    ) {
+        let now = Utc::now();
+        let current = self.current_config(running);
+        let plan = load().and_then(|new| crate::reload::plan(&current, &new));
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(cause = %cause, error = %e,
+                    "Configuration reload failed; the running configuration stays in force.");
+                self.metrics.reload_finished(false, now);
+                return;
+            }
+        };
+        for t in &plan.removed {
+            self.stop_tenant(running, t).await;
+            self.metrics.forget(&t.name);
+            tracing::info!(tenant = %t.name, "Tenant removed from the configuration: stopped.");
+        }
+        for (old, new) in &plan.changed {
+            self.stop_tenant(running, old).await;
+            if old.name != new.name {
+                self.metrics.forget(&old.name);
+            }
+            let t = Arc::new(self.factory.make(new));
+            self.start_tenant(tracker, running, t, cancel);
+            tracing::info!(tenant = %new.name, "Tenant settings changed: restarted.");
+        }
+        for new in &plan.added {
+            let t = Arc::new(self.factory.make(new));
+            self.start_tenant(tracker, running, t, cancel);
+            tracing::info!(tenant = %new.name, "Tenant added to the configuration: started.");
+        }
+        self.metrics.reload_finished(true, now);
+        tracing::info!(cause = %cause, added = plan.added.len(), removed = plan.removed.len(),
+            changed = plan.changed.len(), unchanged = plan.unchanged, "Configuration reloaded.");
+    }
+
+    /// The configuration in force: the settings the harvester started with and the tenants
+    /// running now.
+    fn current_config(&self, running: &BTreeMap<String, Running>) -> Config {
+        let mut c = self.started_with.clone();
+        c.tenants = running.values().map(|r| r.cfg.clone()).collect();
+        c
+    }
+
     /// Runs each job of one tenant every its own interval. Jobs that fall due together run in
     /// one cycle (one token check, one request at a time). A job whose cycle overran its
     /// interval skips the missed runs with a warning instead of running back to back.
-    async fn tenant_loop(&self, i: usize, cancel: CancellationToken) {
-        let t = &self.tenants[i];
+    async fn tenant_loop(&self, t: &Tenant, cancel: CancellationToken) {
         let start = Instant::now();
         let mut next_due: Vec<Instant> = vec![start; t.jobs.len()];
         let mut failures: Vec<u32> = vec![0; t.jobs.len()];
@@ -465,7 +600,9 @@ pub async fn run(
     once: bool,
     shutdown: CancellationToken,
 ) -> Result<Vec<TenantSummary>, RunError> {
-    run_report(cfg, once, shutdown).await.map(|r| r.summaries)
+    run_report(cfg, once, shutdown, None)
+        .await
+        .map(|r| r.summaries)
 }
 
 /// Like [`run`], with the sink's counters (for `--once`'s exit code).
@@ -473,6 +610,7 @@ pub async fn run_report(
     cfg: &Config,
     once: bool,
     shutdown: CancellationToken,
+    reload: Option<Reload>,
 ) -> Result<RunReport, RunError> {
     let h = Arc::new(Harvester::new(cfg)?);
     tracing::info!(tenants = cfg.tenants.len(), sink = %h.sink().describe(), once, "Harvester starting.");
@@ -500,7 +638,7 @@ pub async fn run_report(
         }
         summaries
     } else {
-        h.clone().run_forever(shutdown).await;
+        h.clone().run_forever(shutdown, reload).await;
         Vec::new()
     };
     replay_stop.cancel();

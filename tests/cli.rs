@@ -69,6 +69,23 @@ fn config_error_names_the_key_and_exits_2() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("tenant[0].client_secret_env"), "{stderr}");
+    // The same file through a pipe (`--config /dev/stdin`, like `--config <(…)`): read, not
+    // "not found".
+    let mut child = bin()
+        .args(["--config", "/dev/stdin", "--once"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let text = std::fs::read(&path).unwrap();
+        child.stdin.take().unwrap().write_all(&text).unwrap();
+    }
+    let res = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tenant[0].client_secret_env"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +291,7 @@ async fn daemon_stops_cleanly_on_sigterm_after_saving_its_watermark() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "exit {:?}: {stderr}", res.status);
     assert!(stderr.contains("SIGHUP received"), "{stderr}");
+    assert!(stderr.contains("Configuration reloaded."), "{stderr}");
     assert!(stderr.contains("Shutdown requested"), "{stderr}");
     assert!(std::fs::read_to_string(&out).unwrap().lines().count() > 100);
 }

@@ -431,7 +431,7 @@ async fn a_second_process_on_one_state_dir_is_refused() {
         "\"connections\"",
     );
     let _held = citrix_harvester::statelock::StateLock::acquire(&cfg.harvester.state_dir).unwrap();
-    let e = run_report(&cfg, true, CancellationToken::new())
+    let e = run_report(&cfg, true, CancellationToken::new(), None)
         .await
         .unwrap_err()
         .to_string();
@@ -545,7 +545,7 @@ async fn a_run_that_lost_spooled_points_is_not_ok() {
     let mut ack = acked.to_le_bytes().to_vec();
     ack.extend_from_slice(&crc32fast::hash(&acked.to_le_bytes()).to_le_bytes());
     std::fs::write(spool.join("00000000000000000001.ack"), ack).unwrap();
-    let report = run_report(&cfg, true, CancellationToken::new())
+    let report = run_report(&cfg, true, CancellationToken::new(), None)
         .await
         .unwrap();
     assert!(

@@ -42,7 +42,7 @@ use influx::{Api, Auth, HttpWriter};
 use spool::{Batch, Spool};
 
 /// Where points go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     /// `POST {url}/api/v2/write` (InfluxDB 2.x/3.x, VictoriaMetrics).
     InfluxV2 {
@@ -66,7 +66,7 @@ pub enum SinkKind {
 }
 
 /// Sink settings; [`SinkConfig::new`] fills in the defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     pub kind: SinkKind,
     /// Gzip request bodies (HTTP sinks). Default true.
