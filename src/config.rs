@@ -30,7 +30,7 @@ pub const DEFAULT_FALLBACK_TOKEN_URL: &str =
     "https://api.westeurope.cloud.com/cctrustoauth2/{customer_id}/tokens/clients";
 
 /// The entity kinds a tenant can collect.
-pub use crate::collect::registry::KINDS as KNOWN_ENTITIES;
+pub use crate::kinds::KINDS as KNOWN_ENTITIES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -257,10 +257,10 @@ fn parse_schedule(
     for (k, v) in raw.unwrap_or_default() {
         let full = format!("{key}.{k}");
         if !KNOWN_ENTITIES.contains(&k.as_str())
-            && !crate::collect::registry::SCHEDULE_KEYS.contains(&k.as_str())
+            && !crate::kinds::SCHEDULE_KEYS.contains(&k.as_str())
         {
             let mut known: Vec<&str> = KNOWN_ENTITIES.to_vec();
-            known.extend(crate::collect::registry::SCHEDULE_KEYS);
+            known.extend(crate::kinds::SCHEDULE_KEYS);
             return Err(invalid(
                 full,
                 format!("`{k}` is not one of: {}", known.join(", ")),
@@ -459,6 +459,29 @@ fn load_with(path: &Path, lenient: bool) -> Result<Checked, ConfigError> {
 
 impl Config {
     /// Reads `path` (TOML) with environment overrides (`CITRIX_HARVESTER__OUTPUT__URL=...`).
+    /// Keeps only the tenants of this instance's shard: `cli` (`--shard`) wins over
+    /// `harvester.shard`; without either, every tenant. Logs what the shard takes.
+    pub fn take_shard(&mut self, cli: Option<Shard>) -> Shard {
+        let cfg = self;
+        let shard = cli.or(cfg.harvester.shard).unwrap_or(Shard::ALL);
+        cfg.harvester.shard = Some(shard);
+        if shard == Shard::ALL {
+            return shard;
+        }
+        let before = cfg.tenants.len();
+        cfg.tenants.retain(|t| shard.owns(&t.customer_id));
+        let names: Vec<&str> = cfg.tenants.iter().map(|t| t.name.as_str()).collect();
+        if names.is_empty() {
+            tracing::warn!(shard = %shard, configured = before,
+            "This shard owns none of the configured tenants; it stays idle.");
+        } else {
+            tracing::info!(shard = %shard, tenants = names.len(), configured = before,
+            "This shard takes its share of the tenants.");
+        }
+        tracing::debug!(shard = %shard, tenants = ?names, "Tenants of this shard.");
+        shard
+    }
+
     /// Tenants come from `[[tenant]]` tables here and in the files of `harvester.tenants_dir`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         load_with(path, false).map(|c| c.config)

@@ -2,6 +2,7 @@
 //! tagged InfluxDB line protocol, so that Citrix telemetry outlives Citrix's own grooming.
 //!
 //! Map of the modules (data moves one way, top to bottom):
+//! - [`kinds`]: the names of the entity kinds and schedule keys (plain data).
 //! - [`config`]: typed configuration (TOML + environment), validated with errors naming the key.
 //! - [`secret`]: the `Secret` type that never prints its value, and redaction of server text.
 //! - [`body`]: bounded reading of HTTP bodies (decoded size, yields so timeouts fire).
@@ -36,6 +37,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod failpoint;
 pub mod health;
+pub mod kinds;
 pub mod lineproto;
 pub mod memory;
 pub mod metrics;

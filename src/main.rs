@@ -14,7 +14,7 @@ use citrix_harvester::backfill::{
 use citrix_harvester::config::Config;
 use citrix_harvester::demo::{DemoOptions, run_demo};
 use citrix_harvester::scheduler::{RunReport, format_summary, run_report, spooled_bytes};
-use citrix_harvester::shard::{self, Shard};
+use citrix_harvester::shard::Shard;
 use citrix_harvester::sim::{SimOptions, Simulator};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
 use citrix_harvester::telemetry::{self, LogFormat};
@@ -272,7 +272,7 @@ struct HarvestOpts {
 /// the switches that replace settings. The same function serves the start and every reload.
 fn load_config(path: &std::path::Path, o: &HarvestOpts) -> Result<Config, String> {
     let mut cfg = Config::load(path).map_err(|e| e.to_string())?;
-    shard::apply(&mut cfg, o.shard);
+    cfg.take_shard(o.shard);
     cfg.harvester.watch_config |= o.watch;
     if o.dry_run {
         cfg.output = SinkConfig {

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use crate::citrix::client::MonitorClient;
+use crate::collect::TenantSummary;
 use crate::lineproto::Point;
-use crate::scheduler::TenantSummary;
 use crate::sink::SinkStats;
 
 /// Counters of one tenant since the process started.

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::citrix::client::{MonitorClient, http_client};
-use crate::collect::{Ctx, EntityStats, Env, Job, LoopSettings, registry};
+use crate::collect::{Ctx, Env, Job, LoopSettings, registry};
 use crate::config::{Config, TenantConfig};
 use crate::reload::Reload;
 use crate::sink::{Sink, SinkError};
@@ -40,35 +40,7 @@ pub enum RunError {
     },
 }
 
-/// What one tenant's cycle did.
-#[derive(Debug, Clone)]
-pub struct TenantSummary {
-    pub tenant: String,
-    pub customer_id: String,
-    /// A failure before any entity ran (no token).
-    pub error: Option<String>,
-    pub entities: Vec<EntityStats>,
-    pub duration: Duration,
-}
-
-impl TenantSummary {
-    /// Everything read was delivered: no error, nothing rejected or dropped, not interrupted.
-    pub fn ok(&self) -> bool {
-        self.error.is_none()
-            && self
-                .entities
-                .iter()
-                .all(|e| e.error.is_none() && !e.interrupted && e.rejected == 0 && e.dropped == 0)
-    }
-
-    pub fn entity(&self, kind: &str) -> Option<&EntityStats> {
-        self.entities.iter().find(|e| e.kind == kind)
-    }
-
-    fn total(&self, f: impl Fn(&EntityStats) -> u64) -> u64 {
-        self.entities.iter().map(f).sum()
-    }
-}
+pub use crate::collect::TenantSummary;
 
 /// A job and how often it runs for this tenant.
 pub(crate) struct Scheduled {

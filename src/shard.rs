@@ -85,28 +85,6 @@ impl FromStr for Shard {
     }
 }
 
-/// Keeps only the tenants of this instance's shard: `cli` (`--shard`) wins over
-/// `harvester.shard`; without either, every tenant. Logs what the shard takes.
-pub fn apply(cfg: &mut crate::config::Config, cli: Option<Shard>) -> Shard {
-    let shard = cli.or(cfg.harvester.shard).unwrap_or(Shard::ALL);
-    cfg.harvester.shard = Some(shard);
-    if shard == Shard::ALL {
-        return shard;
-    }
-    let before = cfg.tenants.len();
-    cfg.tenants.retain(|t| shard.owns(&t.customer_id));
-    let names: Vec<&str> = cfg.tenants.iter().map(|t| t.name.as_str()).collect();
-    if names.is_empty() {
-        tracing::warn!(shard = %shard, configured = before,
-            "This shard owns none of the configured tenants; it stays idle.");
-    } else {
-        tracing::info!(shard = %shard, tenants = names.len(), configured = before,
-            "This shard takes its share of the tenants.");
-    }
-    tracing::debug!(shard = %shard, tenants = ?names, "Tenants of this shard.");
-    shard
-}
-
 /// FNV-1a 64 of the customer id in ASCII lower case (Citrix customer ids are case-insensitive,
 /// so a changed spelling in the config does not move the tenant), then MurmurHash3's 64-bit
 /// finalizer: FNV alone leaves the high bits of short, similar ids (`tenant1`, `tenant2`)

@@ -181,6 +181,36 @@ pub struct EntityStats {
     pub logon_ms: Vec<u32>,
 }
 
+/// What one tenant's cycle did.
+#[derive(Debug, Clone)]
+pub struct TenantSummary {
+    pub tenant: String,
+    pub customer_id: String,
+    /// A failure before any entity ran (no token).
+    pub error: Option<String>,
+    pub entities: Vec<EntityStats>,
+    pub duration: std::time::Duration,
+}
+
+impl TenantSummary {
+    /// Everything read was delivered: no error, nothing rejected or dropped, not interrupted.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+            && self
+                .entities
+                .iter()
+                .all(|e| e.error.is_none() && !e.interrupted && e.rejected == 0 && e.dropped == 0)
+    }
+
+    pub fn entity(&self, kind: &str) -> Option<&EntityStats> {
+        self.entities.iter().find(|e| e.kind == kind)
+    }
+
+    pub(crate) fn total(&self, f: impl Fn(&EntityStats) -> u64) -> u64 {
+        self.entities.iter().map(f).sum()
+    }
+}
+
 /// Settings of the page loop.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
