@@ -110,6 +110,11 @@ async fn healthz_readyz_metrics_and_points() {
         "spool_bytes",
         "dropped_points_total",
         "dead_letters_total",
+        "config_last_reload_successful",
+        "config_last_reload_success_timestamp_seconds",
+        "future_dated_rows_total",
+        "tenant_panics_total",
+        "spool_corrupt_bytes_total",
     ] {
         assert!(
             text.contains(&format!("# HELP citrix_harvester_{name} ")),
