@@ -134,6 +134,10 @@ enum Command {
         /// Keep state (checkpoints) here instead of a temporary directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// An incident at the first tenant (repeatable): logon_storm, deregistration,
+        /// failure_spike[:<category>], harvest_stop.
+        #[arg(long = "incident", value_parser = citrix_harvester::demo::parse_incident)]
+        incidents: Vec<citrix_harvester::sim::Incident>,
     },
 }
 
@@ -426,11 +430,13 @@ async fn main() -> ExitCode {
             seed,
             out,
             state_dir,
+            incidents,
         }) => run_demo(DemoOptions {
             tenants,
             seed,
             out,
             state_dir,
+            incidents,
         })
         .await
         .map(|ok| {
