@@ -51,6 +51,22 @@ const UIDS: &[&str] = &[
     "ch-failures-connection-spike",
 ];
 
+/// (rule, node, value): in the quiet harvest some item of that node reaches the value, so the
+/// rule was quiet on real data (enough logons, machines, a baseline), not for lack of it.
+const QUIET_HAS_DATA: &[(&str, &str, f64)] = &[
+    ("ch-harvest-tenant-unhealthy", "B", 1.0),
+    ("ch-harvest-stale", "B", 0.0),
+    ("ch-harvest-spool-growing", "RA", 0.0),
+    ("ch-harvest-data-lost", "B", 0.0),
+    ("ch-logon-p95-sla", "RN", 10.0),
+    ("ch-logon-p50-baseline", "BASE", 1.0),
+    ("ch-logon-p50-baseline", "RN", 10.0),
+    ("ch-machines-unregistered", "RP", 1.0),
+    ("ch-machines-capacity-low", "RA", 1.0),
+    ("ch-machines-load-high", "B", 1.0),
+    ("ch-failures-connection-spike", "RB", 0.01),
+];
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -302,13 +318,14 @@ fn simulated_now() -> DateTime<Utc> {
     }
 }
 
-/// 8 days of history: the logon baseline compares with the same hour on each of 7 days.
-async fn simulator() -> SimHandle {
+/// 8 days of history for the estate (the logon baseline compares with the same hour on each
+/// of 7 days); the output's incidents need less.
+async fn simulator(days: i64) -> SimHandle {
     common::sim::start(SimOptions {
         tenants: 3,
         seed: 42,
         now: simulated_now(),
-        history: chrono::Duration::days(8),
+        history: chrono::Duration::days(days),
         ..SimOptions::default()
     })
     .await
@@ -321,15 +338,18 @@ async fn harvest(
     url: &str,
     db: &str,
     cycles: usize,
+    state: &std::path::Path,
 ) -> (Arc<Harvester>, BTreeSet<String>) {
-    let state = tempfile::tempdir().unwrap().keep();
-    let output = SinkConfig::new(SinkKind::InfluxV1 {
+    let state = state.to_path_buf();
+    let mut output = SinkConfig::new(SinkKind::InfluxV1 {
         url: url.to_string(),
         database: db.to_string(),
         retention_policy: None,
         username: None,
         password: None,
     });
+    // An output that is away is given up on (and spooled) after 2 s, not the default minute.
+    output.retry_max_elapsed = Duration::from_secs(2);
     let behind = (Utc::now() - sim.now()).to_std().unwrap();
     let lookback = behind + Duration::from_secs(9 * 86_400);
     let cfg = config_for_simulator(sim, output, state, lookback);
@@ -383,6 +403,8 @@ fn anchor(rule: &Value, sim_now: DateTime<Utc>) -> DateTime<Utc> {
 struct Outcome {
     firing: Vec<Labels>,
     no_data: bool,
+    /// Every node's numbers (reduce, math, threshold), by refId.
+    numbers: BTreeMap<String, Vec<(Labels, f64)>>,
 }
 
 async fn evaluate(
@@ -409,10 +431,18 @@ async fn evaluate(
         };
         done.insert(id, out);
     }
-    let Some(Data::Numbers(cond)) = done.remove(rule["condition"].as_str().unwrap()) else {
+    let numbers: BTreeMap<String, Vec<(Labels, f64)>> = done
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Data::Numbers(n) => Some((k, n)),
+            Data::Series(_) => None,
+        })
+        .collect();
+    let Some(cond) = numbers.get(rule["condition"].as_str().unwrap()).cloned() else {
         panic!("{uid}: the condition must be a number expression");
     };
     Outcome {
+        numbers,
         firing: cond
             .iter()
             .filter(|(_, v)| *v != 0.0 && !v.is_nan())
@@ -466,6 +496,8 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
     let Some(url) = common::influx1_url() else {
         return;
     };
+    // Each harvest's state (watermarks, spool); removed when the test ends.
+    let state = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let file = rules_file();
     let all = rules(&file);
@@ -474,9 +506,9 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
     // 1. Quiet: nothing may fire.
     let quiet = common::unique_name("alerts_quiet");
     common::influx1_create_db(&url, &quiet).await;
-    let sim = simulator().await;
+    let sim = simulator(8).await;
     let sim_now = sim.now();
-    harvest(&sim, &url, &quiet, 3).await;
+    harvest(&sim, &url, &quiet, 3, &state.path().join("quiet")).await;
     let names: Vec<String> = sim.tenants().iter().map(|t| t.name.clone()).collect();
     drop(sim);
     check_reads_what_was_written(&all, &url, &quiet).await;
@@ -491,6 +523,14 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
                 o.firing
             ));
         }
+        // Quiet because the data is normal, not because there was none: these numbers exist.
+        for (rule_uid, node, at_least) in QUIET_HAS_DATA {
+            if uid(r) == *rule_uid && !o.numbers[*node].iter().any(|(_, v)| *v >= *at_least) {
+                problems.push(format!(
+                    "{rule_uid}: no {node} >= {at_least} in the quiet harvest"
+                ));
+            }
+        }
         if o.no_data && r["noDataState"] == "Alerting" {
             problems.push(format!(
                 "{} has no data (and alerts on that) after a clean harvest",
@@ -500,9 +540,10 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
     }
 
     // 2. The estate's incidents.
+    let quiet_took = started.elapsed();
     let estate = common::unique_name("alerts_estate");
     common::influx1_create_db(&url, &estate).await;
-    let sim = simulator().await;
+    let sim = simulator(8).await;
     let t = sim.tenants();
     // The storm saturates a multi-session group (load management applies to those only).
     let storm_dg = busiest_group(&sim, &t[0].customer_id, true);
@@ -533,7 +574,7 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
     .unwrap();
     sim.try_set_faults(&t[2].customer_id, incidents(vec![Incident::HarvestStop {}]))
         .unwrap();
-    harvest(&sim, &url, &estate, 3).await;
+    harvest(&sim, &url, &estate, 3, &state.path().join("estate")).await;
     drop(sim);
     let (c0, c1, c2) = (names[0].clone(), names[1].clone(), names[2].clone());
     let expected: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::from([
@@ -580,6 +621,7 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
         }
     }
 
+    let estate_took = started.elapsed() - quiet_took;
     // 3. The output refuses lines for good: a field stored as a string where the harvester
     // writes an integer (a type conflict, as after a schema change) makes dead letters.
     let refused = common::unique_name("alerts_deadletters");
@@ -595,8 +637,8 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    let sim = simulator().await;
-    let (h, dropped) = harvest(&sim, &url, &refused, 2).await;
+    let sim = simulator(1).await;
+    let (h, dropped) = harvest(&sim, &url, &refused, 2, &state.path().join("refused")).await;
     drop(sim);
     let stats = h.sink().stats();
     let lost = all
@@ -622,8 +664,8 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
     let away = common::unique_name("alerts_spool");
     common::influx1_create_db(&url, &away).await;
     let proxy = common::proxy::Proxy::start(&url, false).await;
-    let sim = simulator().await;
-    let (h, _) = harvest(&sim, &proxy.url, &away, 3).await;
+    let sim = simulator(1).await;
+    let (h, _) = harvest(&sim, &proxy.url, &away, 3, &state.path().join("away")).await;
     drop(sim);
     assert!(h.sink().stats().spool_bytes > 0, "nothing was spooled");
     proxy.set_up(true);
@@ -665,9 +707,13 @@ async fn every_rule_fires_on_its_incident_and_stays_quiet_without_it() {
         );
     }
     eprintln!(
-        "alert rules: {}; queries run: {runs}; harvests: 4; took {:.0?}",
+        "alert rules: {}; queries run: {runs}; harvests: 4; took {:.0?} (quiet {:.0?}, estate \
+         {:.0?}, outputs {:.0?})",
         all.len(),
-        started.elapsed()
+        started.elapsed(),
+        quiet_took,
+        estate_took,
+        started.elapsed() - quiet_took - estate_took
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
