@@ -2,7 +2,8 @@
 //! simulator in-process on free loopback ports, harvests every simulated tenant once into a
 //! line-protocol file and prints a per-tenant table (connections, machines, logon p50/p95).
 //! It builds an ordinary [`Config`] and calls the ordinary scheduler: nothing demo-specific
-//! happens inside the harvester.
+//! happens inside the harvester. `--incident` switches simulated incidents on for the first
+//! tenant before the harvest (docs/alerts.md).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CitrixConfig, Config, HarvesterConfig, TenantConfig};
 use crate::scheduler::{TenantSummary, format_summary, minute_now, run};
 use crate::secret::Secret;
-use crate::sim::{SimHandle, SimOptions, Simulator};
+use crate::sim::{Faults, Incident, SimHandle, SimOptions, Simulator};
 use crate::sink::{SinkConfig, SinkKind};
 
 pub struct DemoOptions {
@@ -21,6 +22,29 @@ pub struct DemoOptions {
     pub seed: u64,
     pub out: PathBuf,
     pub state_dir: Option<PathBuf>,
+    /// Incidents of the first tenant.
+    pub incidents: Vec<Incident>,
+}
+
+/// `logon_storm`, `deregistration`, `failure_spike[:<ConnectionFailureType>]` (default
+/// NoCapacityAvailable) or `harvest_stop`, with the simulator's defaults otherwise.
+pub fn parse_incident(s: &str) -> Result<Incident, String> {
+    let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+    let json = match (kind.replace('-', "_").as_str(), arg) {
+        ("failure_spike", c) => serde_json::json!({
+            "kind": "failure_spike",
+            "category": if c.is_empty() { "NoCapacityAvailable" } else { c },
+        }),
+        (k @ ("logon_storm" | "deregistration" | "harvest_stop"), "") => {
+            serde_json::json!({ "kind": k })
+        }
+        _ => {
+            return Err(format!(
+                "{s:?}: expected logon_storm, deregistration, failure_spike[:<category>] or harvest_stop"
+            ));
+        }
+    };
+    serde_json::from_value(json).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// A harvester config pointing every tenant of a running simulator, for the demo and the tests.
@@ -90,6 +114,17 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
         sim.regional_url(),
         sim.fallback_url()
     );
+    if !opts.incidents.is_empty()
+        && let Some(first) = sim.tenants().first()
+    {
+        let faults = Faults {
+            incidents: opts.incidents.clone(),
+            ..Faults::default()
+        };
+        sim.try_set_faults(&first.customer_id, faults)
+            .map_err(|e| anyhow::anyhow!("incident: {e}"))?;
+        eprintln!("Incidents at {}: {:?}", first.name, opts.incidents);
+    }
     let state = match &opts.state_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("citrix-harvester-demo-{}", std::process::id())),
@@ -144,4 +179,24 @@ pub fn demo_table(summaries: &[TenantSummary]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_names_parse() {
+        assert!(matches!(
+            parse_incident("failure-spike:NoLicensesAvailable"),
+            Ok(Incident::FailureSpike { category, .. }) if category == "NoLicensesAvailable"
+        ));
+        assert!(matches!(
+            parse_incident("logon_storm"),
+            Ok(Incident::LogonStorm { logons: 60, .. })
+        ));
+        assert_eq!(parse_incident("harvest_stop"), Ok(Incident::HarvestStop {}));
+        assert!(parse_incident("storm").is_err());
+        assert!(parse_incident("harvest_stop:x").is_err());
+    }
 }

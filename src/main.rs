@@ -138,6 +138,10 @@ enum Command {
         /// Keep state (checkpoints) here instead of a temporary directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// An incident at the first tenant (repeatable): logon_storm, deregistration,
+        /// failure_spike[:<category>], harvest_stop.
+        #[arg(long = "incident", value_parser = citrix_harvester::demo::parse_incident)]
+        incidents: Vec<citrix_harvester::sim::Incident>,
     },
 }
 
@@ -498,11 +502,13 @@ async fn main() -> ExitCode {
             seed,
             out,
             state_dir,
+            incidents,
         }) => run_demo(DemoOptions {
             tenants,
             seed,
             out,
             state_dir,
+            incidents,
         })
         .await
         .map(|ok| {

@@ -354,7 +354,11 @@ fn every_file_the_compose_file_names_exists() {
         .unwrap();
     assert!(to_host(home).is_file(), "home dashboard {home}");
     let prov = to_host("/etc/grafana/provisioning");
-    for f in ["datasources/influxdb.yml", "dashboards/citrix.yml"] {
+    for f in [
+        "datasources/influxdb.yml",
+        "dashboards/citrix.yml",
+        "alerting/citrix-rules.json",
+    ] {
         assert!(prov.join(f).is_file(), "provisioning {f}");
     }
     // The dashboard provider reads a directory that is mounted and holds the dashboards.

@@ -849,6 +849,37 @@ async fn token_faults_hit_one_listener_each() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "typos fail loudly");
+    // Incidents: one that does not fit the tenant is refused and names what is wrong; one that
+    // does changes the data (a group's machines deregister) and the harvest-stop fails tokens.
+    let r = c
+        .post(format!("{}/_sim/faults", h.regional_url()))
+        .json(&serde_json::json!({"customer_id": t.customer_id,
+            "incidents": [{"kind": "deregistration", "delivery_group": "No such group"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("No such group"));
+    let registered = |h: &citrix_harvester::sim::SimHandle| {
+        h.rows(&t.customer_id, "Machines")
+            .iter()
+            .filter(|m| m["LifecycleState"] == 0 && m["CurrentRegistrationState"] == 1)
+            .count()
+    };
+    let before = registered(&h);
+    let r = c
+        .post(format!("{}/_sim/faults", h.regional_url()))
+        .json(&serde_json::json!({"customer_id": t.customer_id,
+            "incidents": [{"kind": "deregistration"}, {"kind": "harvest_stop"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(registered(&h) < before, "the group's machines deregistered");
+    assert_eq!(
+        token_at(&c, &h.regional_url(), "root", t).await.status(),
+        502
+    );
     let r = c
         .post(format!("{}/_sim/faults", h.regional_url()))
         .json(&serde_json::json!({"customer_id": "nobody"}))

@@ -39,10 +39,10 @@ use super::summary::{
 use super::value::Val;
 
 type Dt = DateTime<Utc>;
-type Rows = HashMap<&'static str, Vec<Row>>;
+pub(super) type Rows = HashMap<&'static str, Vec<Row>>;
 
 /// A generated session: its row, its connections (by brokering date), its failure log.
-type NewSession = (RowB, Vec<(Dt, RowB)>, Option<RowB>);
+pub(super) type NewSession = (RowB, Vec<(Dt, RowB)>, Option<RowB>);
 
 /// Late failed launches per advance (per tenant).
 pub const LATE_ROWS: usize = 2;
@@ -80,7 +80,12 @@ fn next_id(rows: &Rows, set: &str, def: &EntityDef, base: i64) -> i64 {
 }
 
 /// Appends rows built by `RowB`s (sorted by `order`), assigning ascending Ids.
-fn append(rows: &mut Rows, def: &'static EntityDef, base: i64, mut new: Vec<(Dt, RowB)>) {
+pub(super) fn append(
+    rows: &mut Rows,
+    def: &'static EntityDef,
+    base: i64,
+    mut new: Vec<(Dt, RowB)>,
+) {
     new.sort_by_key(|(t, _)| *t);
     let first = next_id(rows, def.set, def, base);
     let v = rows.entry(def.set).or_default();
@@ -104,7 +109,7 @@ fn append_out(rows: &mut Rows, set: &'static str, base: i64, outs: Vec<summary::
     }
 }
 
-fn id_base(w: &World, set: u64) -> i64 {
+pub(super) fn id_base(w: &World, set: u64) -> i64 {
     100_000 + (mix(&[w.seed, w.idx as u64, set]) % 900_000) as i64
 }
 
@@ -539,6 +544,28 @@ pub fn advance(w: &mut World, rows: &mut Rows, by: Duration) {
         }
         new_sessions.push((out.session, out.conns, out.failure));
     }
+    add_sessions(w, rows, new_sessions, new);
+
+    // 3. Machines: session counts follow.
+    refresh_machines(w, rows, &mut rng);
+
+    // 4. Load indexes, samples, summaries.
+    load_indexes(w, rows, &mut rng, new);
+    samples(w, rows, old, new);
+    let win = Window {
+        history_start: w.history_start,
+        from: old,
+        to: new,
+    };
+    for (set, outs) in summary::summaries(rows, &w.machines, w.seed, w.idx, win) {
+        append_out(rows, set, id_base(w, 10 + set.len() as u64), outs);
+    }
+}
+
+/// Appends generated sessions with their connections (Ids in brokering order, each session's
+/// last connection as its current one), failure logs and application instances.
+pub(super) fn add_sessions(w: &World, rows: &mut Rows, new_sessions: Vec<NewSession>, new: Dt) {
+    let c = &schema::CONNECTIONS;
     let mut conns = Vec::new();
     let mut fails = Vec::new();
     let mut keys = Vec::new();
@@ -570,21 +597,6 @@ pub fn advance(w: &mut World, rows: &mut Rows, by: Duration) {
         .extend(sess_rows.into_iter().map(RowB::done));
     append(rows, &schema::CONNECTION_FAILURE_LOGS, id_base(w, 7), fails);
     app_instances(w, rows, &keys);
-
-    // 3. Machines: session counts follow.
-    refresh_machines(w, rows, &mut rng);
-
-    // 4. Load indexes, samples, summaries.
-    load_indexes(w, rows, &mut rng, new);
-    samples(w, rows, old, new);
-    let win = Window {
-        history_start: w.history_start,
-        from: old,
-        to: new,
-    };
-    for (set, outs) in summary::summaries(rows, &w.machines, w.seed, w.idx, win) {
-        append_out(rows, set, id_base(w, 10 + set.len() as u64), outs);
-    }
 }
 
 /// Session starts in `[from, to)` from each tenant-local day's own seeded list:
@@ -671,7 +683,8 @@ fn load_indexes(w: &World, rows: &mut Rows, rng: &mut rand::rngs::StdRng, to: Dt
             let created =
                 Prec(1_000_000).q(at + Duration::milliseconds(rng.random_range(100..2000)));
             let mut r = RowB::new(&schema::LOAD_INDEXES);
-            r.set("EffectiveLoadIndex", Val::Int(cpu.max(mem)))
+            // Citrix's scale: 10000 is a fully loaded machine.
+            r.set("EffectiveLoadIndex", Val::Int(cpu.max(mem) * 100))
                 .set("Cpu", Val::Int(cpu))
                 .set("Memory", Val::Int(mem))
                 .set("Disk", Val::Int(rng.random_range(0..20)))

@@ -1,7 +1,9 @@
 //! Switchable misbehaviour per simulated tenant (gateway errors on the token hosts, 429, 500,
 //! truncated JSON, slowness, token expiry), so that tests can prove the client's retry and
-//! fallback paths. It holds the switches and their countdowns; it must not decide routing or
-//! write responses (server.rs applies them).
+//! fallback paths, and the incidents an operator should be alerted to (a logon storm, a
+//! delivery group deregistering, a failure spike, a harvest that stops). It holds the switches
+//! and their countdowns; it must not decide routing or write responses (server.rs applies
+//! them) nor change data (incident.rs does).
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,60 @@ pub struct Faults {
     /// never served in this walk, and the moved row is served twice. Reads back as `false`
     /// once applied.
     pub touch_after_page: bool,
+    /// Incidents in the tenant's estate. Each one changes the data once, when it is first
+    /// switched on (what happened stays in the history, as in Citrix); `harvest_stop` acts for
+    /// as long as it is in the list.
+    pub incidents: Vec<Incident>,
+}
+
+/// Something going wrong in a tenant's estate, as the Monitor API would show it
+/// (citrix-monitor-api.md §3–4); incident.rs writes it into the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Incident {
+    /// `logons` logons in the last `minutes` in one delivery group, each with a profile load
+    /// of 2–5 minutes (a profile store that is slow under load): the logon duration climbs.
+    LogonStorm {
+        /// Delivery group name; the tenant's first group if absent.
+        #[serde(default)]
+        delivery_group: Option<String>,
+        #[serde(default = "default_storm_logons")]
+        logons: u32,
+        #[serde(default = "default_minutes")]
+        minutes: u32,
+    },
+    /// Every powered-on machine of one delivery group deregisters 20 minutes before now
+    /// (ContactLost): half stay Unregistered, a quarter are StuckOnBoot, a quarter
+    /// FailedToStart (powered off).
+    Deregistration {
+        #[serde(default)]
+        delivery_group: Option<String>,
+    },
+    /// `failures` failed launches of one ConnectionFailureType `category` (e.g.
+    /// `NoCapacityAvailable`) in the last `minutes`.
+    FailureSpike {
+        category: String,
+        #[serde(default)]
+        delivery_group: Option<String>,
+        #[serde(default = "default_spike_failures")]
+        failures: u32,
+        #[serde(default = "default_minutes")]
+        minutes: u32,
+    },
+    /// Both token hosts answer 502 Bad Gateway, so the tenant's harvest stops.
+    HarvestStop {},
+}
+
+fn default_storm_logons() -> u32 {
+    60
+}
+
+fn default_spike_failures() -> u32 {
+    40
+}
+
+fn default_minutes() -> u32 {
+    45
 }
 
 /// What an injected fault does to one Monitor request.
@@ -58,6 +114,19 @@ pub enum MonitorFault {
 }
 
 impl Faults {
+    /// What a token host does: its own switch, else a 502 during a `harvest_stop` incident.
+    pub fn token_fault(&self, regional: bool) -> Option<TokenFault> {
+        let own = if regional {
+            self.regional_token
+        } else {
+            self.fallback_token
+        };
+        own.or(self
+            .incidents
+            .contains(&Incident::HarvestStop {})
+            .then_some(TokenFault::BadGateway))
+    }
+
     /// Consumes the fault (if any) that replaces the next Monitor response; 429 comes first.
     pub fn take_monitor_fault(&mut self) -> Option<MonitorFault> {
         if self.throttle_429 > 0 {
@@ -121,5 +190,37 @@ mod tests {
             "typos must fail loudly"
         );
         assert_eq!(serde_json::to_value(TokenFault::BadGateway).unwrap(), "502");
+    }
+
+    #[test]
+    fn incidents_parse_with_defaults_and_harvest_stop_fails_both_token_hosts() {
+        let f: Faults = serde_json::from_str(
+            r#"{"incidents":[{"kind":"logon_storm","delivery_group":"Sales"},
+                {"kind":"failure_spike","category":"NoCapacityAvailable"},
+                {"kind":"harvest_stop"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.incidents[0],
+            Incident::LogonStorm {
+                delivery_group: Some("Sales".into()),
+                logons: 60,
+                minutes: 45
+            }
+        );
+        assert!(matches!(
+            &f.incidents[1],
+            Incident::FailureSpike { failures: 40, .. }
+        ));
+        assert_eq!(f.token_fault(true), Some(TokenFault::BadGateway));
+        assert_eq!(f.token_fault(false), Some(TokenFault::BadGateway));
+        assert_eq!(Faults::default().token_fault(true), None);
+        assert!(
+            serde_json::from_str::<Faults>(r#"{"incidents":[{"kind":"logon_strom"}]}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<Faults>(r#"{"incidents":[{"kind":"harvest_stop","x":1}]}"#)
+                .is_err()
+        );
     }
 }

@@ -784,6 +784,7 @@ pub fn generate_world(
         n_users: users.len(),
         dns_suffix: &dns_suffix,
         failure_weight,
+        shape: None,
     };
     // `env` borrows what `World` will own; end the borrow after the loop.
     let mut open: Vec<(usize, Dt)> = Vec::new();
@@ -837,7 +838,8 @@ pub fn generate_world(
                 (20 + count * if info.multi { 5 } else { 30 } + rng.random_range(0..10)).min(100);
             let created = Prec(1_000_000).q(lag(rng, at, 100, 2000));
             let mut r = RowB::new(&schema::LOAD_INDEXES);
-            r.set("EffectiveLoadIndex", Val::Int(cpu.max(mem)))
+            // Citrix's scale: 10000 is a fully loaded machine.
+            r.set("EffectiveLoadIndex", Val::Int(cpu.max(mem) * 100))
                 .set("Cpu", Val::Int(cpu))
                 .set("Memory", Val::Int(mem))
                 .set("Disk", Val::Int(rng.random_range(0..20)))
@@ -974,6 +976,17 @@ pub struct World {
 impl World {
     /// One session starting at `start`, generated as at construction.
     pub(super) fn session(&mut self, rng: &mut StdRng, start: Dt, force_fail: bool) -> SessOut {
+        self.session_shaped(rng, start, force_fail, None)
+    }
+
+    /// One session starting at `start`, bent by an incident's `shape`.
+    pub(super) fn session_shaped(
+        &mut self,
+        rng: &mut StdRng,
+        start: Dt,
+        force_fail: bool,
+        shape: Option<&Shape>,
+    ) -> SessOut {
         let env = Env {
             now: self.now,
             dgs: &self.dgs,
@@ -983,6 +996,7 @@ impl World {
             n_users: self.n_users,
             dns_suffix: &self.dns_suffix,
             failure_weight: self.failure_weight,
+            shape,
         };
         gen_session(&env, &mut self.machines, rng, |_| start, force_fail)
     }
@@ -998,6 +1012,22 @@ pub(super) struct Env<'a> {
     pub(super) n_users: usize,
     pub(super) dns_suffix: &'a str,
     pub(super) failure_weight: u32,
+    /// Bends the session towards an incident (incident.rs); `None` for ordinary sessions.
+    pub(super) shape: Option<&'a Shape>,
+}
+
+/// How an incident bends one generated session. The random draws of an ordinary session are
+/// made all the same, so ordinary sessions stay exactly as they were.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Shape {
+    /// The delivery group (index into `World::dgs`) instead of a random one.
+    pub(super) dg: Option<usize>,
+    /// The launch succeeds (no random failure).
+    pub(super) succeed: bool,
+    /// The launch fails with this SessionFailureCode.
+    pub(super) failure_code: Option<i32>,
+    /// Range of the ProfileLoad phase in ms instead of the usual one.
+    pub(super) profile_ms: Option<(i64, i64)>,
 }
 
 /// One generated session with its connections (keyed by brokering date, ids not yet set) and
@@ -1024,7 +1054,9 @@ pub(super) fn gen_session(
     let p = Prec::pick(rng);
     let start = p.q(start_of(rng));
     let user = rng.random_range(0..env.n_users);
+    let shape = env.shape.cloned().unwrap_or_default();
     let dg = rng.random_range(0..env.dgs.len());
+    let dg = shape.dg.filter(|&d| d < env.dgs.len()).unwrap_or(dg);
     let (_, _, _, delivery) = env.dgs[dg];
     let pool = if env.by_dg[dg].is_empty() {
         env.any_eligible
@@ -1042,8 +1074,11 @@ pub(super) fn gen_session(
     };
     let key = guid(rng);
     let client = &env.clients[user];
-    let failed = rng.random_bool(0.05) || force_fail;
-    let failure_code = if failed {
+    let failed =
+        (rng.random_bool(0.05) || force_fail || shape.failure_code.is_some()) && !shape.succeed;
+    let failure_code = if let Some(code) = shape.failure_code.filter(|_| failed) {
+        code
+    } else if failed {
         let mut pick = rng.random_range(0..env.failure_weight);
         FAILURES
             .iter()
@@ -1187,14 +1222,15 @@ pub(super) fn gen_session(
     c.set("AuthenticationDuration", Val::Int(auth.num_milliseconds()));
     t = p.q(hdx_e + auth);
     let slow = rng.random_bool(0.05);
+    let profile = shape.profile_ms.unwrap_or(if slow {
+        (40_000, 120_000)
+    } else {
+        (1000, 30_000)
+    });
     for (phase, a, b) in [
         ("Gpo", 500, 8000),
         ("LogOnScripts", 0, 10_000),
-        (
-            "ProfileLoad",
-            if slow { 40_000 } else { 1000 },
-            if slow { 120_000 } else { 30_000 },
-        ),
+        ("ProfileLoad", profile.0, profile.1),
         ("Interactive", 2000, 15_000),
     ] {
         let e = p.q(t + ms(rng, a, b.max(a + 1)));

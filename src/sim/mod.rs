@@ -8,7 +8,8 @@
 //!   `summary`: summary rows from raw rows;  `data`: tables and indexes;
 //! - `query`: the `$filter` parser and evaluator;  `odata`: the other query options, paging and
 //!   response shaping;
-//! - `auth`: issued tokens;  `faults`, `stats`: test controls;  `server`: the axum routes.
+//! - `auth`: issued tokens;  `faults`, `stats`: test controls;  `incident`: incidents written
+//!   into the data (logon storm, deregistration, failure spike);  `server`: the axum routes.
 //!
 //! Entity sets served (names case-sensitive, three singular) and what they come from:
 //! - generated: `DesktopGroups`, `Catalogs`, `Hypervisors`, `Machines`, `Users`, `Sessions`,
@@ -45,6 +46,7 @@ mod auth;
 mod data;
 mod faults;
 mod generate;
+mod incident;
 mod odata;
 mod query;
 mod schema;
@@ -60,7 +62,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Faults, TokenFault};
+pub use faults::{Faults, Incident, TokenFault};
 pub use stats::{SimStats, TenantStats};
 
 /// How much data to generate and how the server behaves.
@@ -237,10 +239,19 @@ impl SimHandle {
         self.state.advance(by);
     }
 
-    /// Replaces the faults of a tenant (unknown tenants are ignored, with a warning).
+    /// Replaces the faults of a tenant (unknown tenants are ignored, with a warning). New
+    /// incidents are written into the data now; see `try_set_faults` for their errors.
     pub fn set_faults(&self, customer_id: &str, faults: Faults) {
-        if !self.state.set_faults(customer_id, faults) {
-            tracing::warn!(customer_id, "set_faults: no such simulated tenant");
+        if let Err(e) = self.try_set_faults(customer_id, faults) {
+            tracing::warn!(customer_id, error = %e, "set_faults failed");
+        }
+    }
+
+    /// As `set_faults`, but an unknown tenant, delivery group or failure category is an error.
+    pub fn try_set_faults(&self, customer_id: &str, faults: Faults) -> Result<(), String> {
+        match self.state.set_faults(customer_id, faults)? {
+            true => Ok(()),
+            false => Err(format!("no simulated tenant {customer_id}")),
         }
     }
 

@@ -39,7 +39,7 @@ use super::faults::{Faults, MonitorFault, TokenFault};
 use super::schema::{ENTITY_SETS, EntityDef, NavKind, entity_set};
 use super::stats::{SimStats, TenantStats};
 use super::value::Val;
-use super::{SimOptions, SimTenant, advance, generate, odata};
+use super::{SimOptions, SimTenant, advance, generate, incident, odata};
 use chrono::{DateTime, Utc};
 
 /// How many requests `State::request_order` remembers (a few MB at most).
@@ -187,17 +187,40 @@ impl State {
         }
     }
 
-    /// Replaces a tenant's faults; `false` for an unknown tenant.
-    pub fn set_faults(&self, customer_id: &str, mut faults: Faults) -> bool {
+    /// Replaces a tenant's faults; `Ok(false)` for an unknown tenant. Incidents not switched
+    /// on before are written into the data now (incident.rs); one that does not fit the
+    /// tenant (an unknown delivery group or category) is an error and changes nothing.
+    pub fn set_faults(&self, customer_id: &str, mut faults: Faults) -> Result<bool, String> {
         let Some(&t) = self.by_customer.get(customer_id) else {
-            return false;
+            return Ok(false);
         };
+        let tenant = &self.tenants[t];
+        let before = tenant.faults().incidents.clone();
+        let new: Vec<_> = faults
+            .incidents
+            .iter()
+            .filter(|i| !before.contains(i))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            // Lock order as in `advance`: the `now` lock, the world, then the data.
+            let now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+            let mut world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
+            let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+            let mut rows =
+                std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
+            let applied = new
+                .iter()
+                .try_for_each(|i| incident::apply(&mut world, &mut rows, i, *now));
+            *data = TenantData::new(rows);
+            applied?;
+        }
         if faults.expire_tokens {
             self.tokens.revoke_tenant(t);
             faults.expire_tokens = false;
         }
-        *self.tenants[t].faults() = faults;
-        true
+        *tenant.faults() = faults;
+        Ok(true)
     }
 
     fn clear_faults(&self) {
@@ -352,11 +375,11 @@ async fn token(
             match ctx.listener {
                 Listener::Regional => {
                     s.token_requests.regional += 1;
-                    f.regional_token
+                    f.token_fault(true)
                 }
                 Listener::Fallback => {
                     s.token_requests.fallback += 1;
-                    f.fallback_token
+                    f.token_fault(false)
                 }
             }
         };
@@ -842,13 +865,13 @@ async fn admin_set_faults(AxState(ctx): AxState<Ctx>, body: Bytes) -> Response {
         Ok(f) => f,
         Err(e) => return bad(format!("invalid faults: {e}")),
     };
-    if ctx.state.set_faults(&customer, faults) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        json_response(
+    match ctx.state.set_faults(&customer, faults) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => json_response(
             StatusCode::NOT_FOUND,
             json!({"error": format!("no simulated tenant '{customer}'")}),
-        )
+        ),
+        Err(e) => bad(format!("tenant '{customer}': {e}")),
     }
 }
 
