@@ -31,7 +31,7 @@ for unit in "$here"/*.service; do
   name="$(basename "$unit")"
   # A template is checked as one of its instances (shard 0 of 4).
   name="${name/@.service/@0-4.service}"
-  sed "s#/usr/local/bin/citrix-harvester#$tmp/citrix-harvester#g" "$unit" >"$tmp/$name"
+  sed "s#/usr/bin/citrix-harvester#$tmp/citrix-harvester#g" "$unit" >"$tmp/$name"
   units+=("$tmp/$name")
 done
 
