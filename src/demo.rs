@@ -6,9 +6,10 @@
 //! tenant before the harvest (docs/alerts.md).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CitrixConfig, Config, HarvesterConfig, TenantConfig};
@@ -99,6 +100,7 @@ pub fn config_for_simulator(
 
 /// Runs the demo; returns the summaries (and whether all succeeded) after printing the table.
 pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
+    start_output(&opts.out)?;
     let history = chrono::Duration::days(2);
     let sim = Simulator::new(SimOptions {
         tenants: opts.tenants,
@@ -131,10 +133,6 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
     };
     // A fresh state dir each time, so the demo always reads the whole simulated history.
     let _ = std::fs::remove_dir_all(&state);
-    if let Some(parent) = opts.out.parent() {
-        std::fs::create_dir_all(parent).ok();
-    }
-    let _ = std::fs::remove_file(&opts.out);
     let output = SinkConfig::new(SinkKind::File {
         path: opts.out.clone(),
     });
@@ -147,8 +145,34 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
     }
     println!("{}", demo_table(&summaries));
     println!("{}", format_summary(&summaries));
-    println!("Line protocol written to {}", opts.out.display());
-    Ok(summaries.iter().all(TenantSummary::ok))
+    let failed = summaries.iter().filter(|s| !s.ok()).count();
+    if failed == 0 {
+        println!("Line protocol written to {}", opts.out.display());
+    } else {
+        // The table says which jobs failed; the file holds only what was delivered.
+        eprintln!(
+            "error: {failed} of {} tenants did not deliver everything: {} is incomplete (see FAILED above)",
+            summaries.len(),
+            opts.out.display()
+        );
+    }
+    Ok(failed == 0)
+}
+
+/// Starts the output file empty (the file writer appends), or fails before any harvest with
+/// the reason, so that an unwritable path is one clear error instead of every job failing.
+fn start_output(out: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the directory of {}", out.display()))?;
+    }
+    std::fs::File::create(out).with_context(|| {
+        format!(
+            "cannot write {} (pass --out with a writable path)",
+            out.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// Connections, machines and logon p50/p95 per tenant.

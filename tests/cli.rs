@@ -26,6 +26,10 @@ fn demo_writes_line_protocol_and_prints_the_table() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("logon p95"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Line protocol written to {}", out.display())),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     let logons = text
         .lines()
@@ -49,6 +53,45 @@ fn demo_writes_line_protocol_and_prints_the_table() {
         })
         .sum();
     assert_eq!(total_in_table, logons, "{stdout}");
+}
+
+#[test]
+fn demo_refuses_an_unwritable_output_before_harvesting() {
+    // A regular file where the output's directory should be: unwritable even for root.
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let res = bin()
+        .args(["demo", "--tenants", "1", "--out"])
+        .arg(blocker.join("demo.lp"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("not-a-dir/demo.lp"), "{stderr}");
+    assert!(!stdout.contains("written"), "{stdout}");
+    // Nothing was harvested: the simulator was never started.
+    assert!(!stderr.contains("Simulator"), "{stderr}");
+}
+
+/// Writes that fail during the harvest (a full disk: /dev/full takes the open and refuses
+/// every write) leave failed jobs: the demo says the file is incomplete and exits 1, never
+/// "written".
+#[cfg(target_os = "linux")]
+#[test]
+fn demo_does_not_claim_success_after_failed_writes() {
+    let res = bin()
+        .args(["demo", "--tenants", "1", "--out", "/dev/full"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+    assert!(!stdout.contains("written"), "{stdout}");
+    assert!(stderr.contains("/dev/full is incomplete"), "{stderr}");
 }
 
 #[test]

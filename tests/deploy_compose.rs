@@ -553,3 +553,73 @@ async fn the_demo_config_harvests_the_simulator_service() {
     let lines = std::fs::read_to_string(&out).unwrap();
     assert!(lines.lines().any(|l| l.starts_with("citrix_logon,")));
 }
+
+/// Compose v2 and Debian's docker-compose 1.29 both read the file: only top-level keys 1.29
+/// knows (`name:` is v2 only; the project name comes from .env instead).
+#[test]
+fn the_compose_file_suits_docker_compose_1_29_too() {
+    let c = compose();
+    for (key, _) in c.entries() {
+        assert!(
+            ["services", "volumes", "networks", "secrets", "configs"].contains(&key.as_str()),
+            "top-level `{key}:` is not understood by docker-compose 1.29"
+        );
+    }
+    let example = dotenv_example();
+    let get = |k: &str| {
+        example
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("COMPOSE_PROJECT_NAME"), Some("citrix-harvester"));
+    // docker-compose 1.29 builds with BuildKit (RUN --mount, Dockerfile.dockerignore) only so.
+    assert_eq!(get("COMPOSE_DOCKER_CLI_BUILD"), Some("1"));
+    assert_eq!(get("DOCKER_BUILDKIT"), Some("1"));
+}
+
+/// Cargo parses every target Cargo.toml declares before building one, so the image's build
+/// context (Dockerfile.dockerignore) and its COPY lines must carry each declared file.
+#[test]
+fn the_image_build_context_holds_every_target_cargo_declares() {
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let ignore =
+        std::fs::read_to_string(repo().join("deploy/docker/Dockerfile.dockerignore")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/docker/Dockerfile")).unwrap();
+    let admitted: Vec<&str> = ignore
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .collect();
+    let mut files = Vec::new();
+    let mut section = "";
+    for l in cargo.lines().map(str::trim) {
+        if l.starts_with('[') {
+            section = l;
+        } else if let Some(v) = l.strip_prefix("name = ") {
+            let name = v.trim_matches('"');
+            match section {
+                "[[bench]]" => files.push(format!("benches/{name}.rs")),
+                "[[test]]" => files.push(format!("tests/{name}.rs")),
+                "[[example]]" => files.push(format!("examples/{name}.rs")),
+                _ => {}
+            }
+        } else if let Some(v) = l.strip_prefix("path = ") {
+            files.push(v.trim_matches('"').to_string());
+        }
+    }
+    assert!(files.iter().any(|f| f.starts_with("benches/")), "{files:?}");
+    for f in &files {
+        let dir_admitted = |a: &&str| a.ends_with('/') && f.starts_with(*a);
+        assert!(
+            admitted.iter().any(|a| a == f || dir_admitted(a)),
+            "Dockerfile.dockerignore does not admit {f}, which Cargo.toml declares"
+        );
+        let top = f.split('/').next().unwrap();
+        assert!(
+            dockerfile
+                .lines()
+                .any(|l| l.starts_with("COPY ") && l.contains(top)),
+            "the Dockerfile copies nothing of {top}/ ({f})"
+        );
+    }
+}
