@@ -29,7 +29,10 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
             .min(1 << 20),
     );
     loop {
-        let chunk = resp.chunk().await.map_err(|e| BodyError::Read(chain(&e)))?;
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| BodyError::Read(error_chain(&e)))?;
         let Some(chunk) = chunk else { break };
         if out.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit });
@@ -69,7 +72,16 @@ pub fn snippet(body: &[u8]) -> String {
     s
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// For a 3xx: its `Location` as text (redirects are never followed; the error names it).
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+/// An error and its sources on one line (reqwest hides the useful part in `source()`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -221,11 +221,7 @@ impl TokenSource {
         let status = resp.status();
         if status.is_redirection() {
             // Never followed: the form carries the client secret.
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let location = crate::body::location(&resp);
             return Attempt::Failed(format!(
                 "HTTP {status} redirect to `{}` refused: the token request carries the client \
                  secret and is never redirected (check token_url)",
@@ -294,17 +290,7 @@ fn refresh_after(lifetime: Duration) -> Duration {
     lifetime - margin
 }
 
-/// The error and its causes on one line (reqwest hides the useful part in `source()`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::body::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -357,11 +357,7 @@ impl MonitorClient {
             return Ok(body);
         }
         if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let location = crate::body::location(&resp);
             return Err(MonitorErrorKind::Redirect {
                 status: status.as_u16(),
                 location: self.tokens.redact(&location, token),

@@ -303,7 +303,7 @@ impl HttpWriter {
                     reason: format!(
                         "{} unreachable: {}",
                         self.shown_url,
-                        error_chain(&e.without_url())
+                        crate::body::error_chain(&e.without_url())
                     ),
                 };
             }
@@ -393,7 +393,7 @@ impl HttpWriter {
                 return Err(Failure {
                     disposition: classify(None, "", None, Some(kind)),
                     status: None,
-                    reason: format!("{kind:?}: {}", error_chain(&e.without_url())),
+                    reason: format!("{kind:?}: {}", crate::body::error_chain(&e.without_url())),
                 });
             }
         };
@@ -423,11 +423,7 @@ fn redirect_target(resp: &reqwest::Response) -> String {
     if !resp.status().is_redirection() {
         return String::new();
     }
-    let to = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
+    let to = crate::body::location(resp);
     format!(" (redirect to `{to}` refused: check output.url)")
 }
 
@@ -448,16 +444,4 @@ fn jitter_fraction() -> f64 {
         .build_hasher()
         .finish();
     rand::rngs::SmallRng::seed_from_u64(seed).random_range(0.0..=1.0)
-}
-
-/// An error and its sources on one line; reqwest's top-level message alone says little.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
