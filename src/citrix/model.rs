@@ -43,7 +43,15 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
             d.deserialize_str(V)
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Date, E> {
-            parse_date(s).map(Some).map_err(E::custom)
+            let t = parse_date(s).map_err(E::custom)?;
+            // A VDA's clock can say year 9999; a point's nanosecond timestamp cannot (i64
+            // ends in 2262): such a date costs its record, never a wrapped or panicking sum.
+            if t.timestamp_nanos_opt().is_none() {
+                return Err(E::custom(format!(
+                    "date {s} is outside the range of line-protocol timestamps (1677-09-21 to 2262-04-11)"
+                )));
+            }
+            Ok(Some(t))
         }
     }
     d.deserialize_option(V)
@@ -54,7 +62,6 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
 /// an owned string. serde's own `Option<Cow<str>>` always allocates, hence [`text`].
 pub type Text<'a> = Option<Cow<'a, str>>;
 
-/// Deserializes a [`Text`]: null is `None`, a string borrows when the deserializer lends it.
 /// A duration in milliseconds: `null` or missing is `None`; a negative value is refused, which
 /// costs that record (decoded on its own, counted as rejected, logged with its index), never
 /// the page — a span cannot be negative, and `brokering_ms=-5000i` would skew every average.
@@ -67,6 +74,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
     }
 }
 
+/// Deserializes a [`Text`]: null is `None`, a string borrows when the deserializer lends it.
 fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {

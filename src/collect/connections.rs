@@ -199,6 +199,17 @@ mod tests {
             "{:?}",
             page.bad
         );
+        // A date no nanosecond timestamp can hold (a VDA clock at year 9999) likewise.
+        let body = br#"{"value":[
+            {"Id":1,"BrokeringDate":"9999-03-02T07:59:58Z"},
+            {"Id":2,"BrokeringDate":"2026-03-02T07:59:59Z"}]}"#;
+        let page = crate::collect::decode_page::<Connection>(body).unwrap();
+        assert_eq!((page.value.len(), page.bad.len()), (1, 1));
+        assert!(
+            page.bad[0].1.contains("outside the range"),
+            "{:?}",
+            page.bad
+        );
     }
 
     #[test]
