@@ -20,28 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
-log() { printf 'test-image: %s\n' "$*" >&2; }
-die() {
-  log "FAILED: $*"
-  exit 1
-}
-
-step_name=""
-step_start=0
-step() {
-  step_end
-  step_name=$*
-  step_start=$(date +%s)
-  printf '\n--> %s\n' "$step_name"
-}
-step_end() {
-  if [ -n "$step_name" ]; then
-    printf '<-- %s: %ss\n' "$step_name" "$(($(date +%s) - step_start))"
-    timings+=("$(printf '%5ss  %s' "$(($(date +%s) - step_start))" "$step_name")")
-  fi
-  step_name=""
-}
-timings=()
+LOG_PREFIX=test-image
+# shellcheck source=deploy/docker/lib.sh
+. deploy/docker/lib.sh
 
 # Debian's client: another `docker` on PATH may want buildx, which is not installed.
 docker=/usr/bin/docker
@@ -75,59 +56,22 @@ cleanup() {
     timeout 60 "$docker" rm -f -v $("$docker" ps -aq) >/dev/null 2>&1
   fi
   [ -n "$created_env" ] && rm -f "$created_env"
-  for pid in "$influx_pid" "$dockerd_pid"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  done
-  for pid in "$influx_pid" "$dockerd_pid"; do
-    if [ -n "$pid" ]; then
-      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -9 "$pid" 2>/dev/null
-      wait "$pid" 2>/dev/null
-    fi
-  done
+  stop_pids "$influx_pid" "$dockerd_pid"
   # Mounts dockerd may leave behind (it was stopped or killed) must go before the files.
   if [ -d "$work" ]; then
-    grep -o " $work/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    unmount_under "$work"
     if [ -n "$reuse" ]; then
       rm -rf "$work/influxdb" "$work/image" "$work/rust-root" "$work"/*.tar "$work"/*.pem
     else
       rm -rf "$work"
     fi
   fi
-  if [ "${#timings[@]}" -gt 0 ]; then
-    printf '\ncontainer steps:\n'
-    printf '  %s\n' "${timings[@]}"
-  fi
+  print_timings
   if [ "$status" -ne 0 ]; then log "exit status $status"; fi
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every half second.
-wait_for() {
-  local secs=$1 what=$2 i
-  shift 2
-  for i in $(seq 1 $((secs * 2))); do
-    local rc=0
-    "$@" >/dev/null 2>&1 || rc=$?
-    if [ "$rc" -eq 0 ]; then
-      log "$what (after ~$((i / 2)) s)"
-      return 0
-    fi
-    if [ "$rc" -eq 2 ]; then
-      log "$what: gave up, the thing waited on has stopped"
-      return 1
-    fi
-    sleep 0.5
-  done
-  log "$what: not within $secs s"
-  return 1
-}
 
 step "install docker.io, mmdebstrap, docker-compose, influxdb"
 missing=()
@@ -150,13 +94,7 @@ done
 docker-compose --version
 
 step "start dockerd"
-mkdir -p "$work/docker-data" "$work/docker-exec"
-dockerd --iptables=false --bridge=none --storage-driver=vfs \
-  --data-root="$work/docker-data" --exec-root="$work/docker-exec" \
-  --pidfile="$work/dockerd.pid" -H "unix://$work/docker.sock" >"$work/dockerd.log" 2>&1 &
-dockerd_pid=$!
-export DOCKER_HOST="unix://$work/docker.sock" DOCKER_BUILDKIT=1
-wait_for 60 "dockerd answers" "$docker" info || { tail -n 30 "$work/dockerd.log"; die dockerd; }
+start_dockerd "$work"
 
 step "base images: debian:bookworm-slim and rust:1-bookworm (mmdebstrap, this machine's Rust)"
 if [ -n "$reuse" ] && "$docker" image inspect debian:bookworm-slim rust:1-bookworm >/dev/null 2>&1; then

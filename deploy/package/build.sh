@@ -15,6 +15,8 @@ for tool in cargo-deb cargo-generate-rpm; do
 done
 
 cargo build --release --locked
+# Packages of an earlier version must not be taken for this one's.
+rm -rf target/debian target/generate-rpm
 bin=target/release/citrix-harvester
 out=target/package
 rm -rf "$out"
