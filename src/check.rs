@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::citrix::auth::{AuthError, Endpoint};
 use crate::citrix::client::{MonitorClient, MonitorErrorKind, http_client};
 use crate::citrix::odata::Query;
+use crate::citrix::site::SiteError;
 use crate::config::{Checked, CitrixConfig, TenantConfig, TenantOrigin};
 use crate::shard::Shard;
 use crate::sink::{Probe, Sink};
@@ -283,9 +284,24 @@ async fn check_tenant(
         rows.push(Row::skip("odata", name, "no HTTP client"));
         return rows;
     };
-    let client = MonitorClient::new(http, t, citrix, global);
-    let (regional, fallback) = client.tokens.urls();
-    match client.tokens.token_and_endpoint().await {
+    let client = match MonitorClient::new(http, t, citrix, global, Duration::from_secs(60)) {
+        Ok(c) => c,
+        Err(e) => {
+            rows.push(Row::fail(
+                "site",
+                name,
+                e,
+                format!("fix `{}` or `{}`", key("ca_file"), key("proxy")),
+            ));
+            return rows;
+        }
+    };
+    let Some(tokens) = client.auth.tokens() else {
+        rows.extend(check_site(t, origin, &client).await);
+        return rows;
+    };
+    let (regional, fallback) = tokens.urls();
+    match tokens.token_and_endpoint().await {
         Ok((_, Endpoint::Regional)) => rows.push(Row::ok(
             "token",
             name,
@@ -390,6 +406,93 @@ async fn check_tenant(
         }
     }
     rows
+}
+
+/// An on-premises site: one `Machines?$top=1` through the controllers in order, with which
+/// controller answered and which Windows authentication package signed the request.
+async fn check_site(t: &TenantConfig, origin: &TenantOrigin, client: &MonitorClient) -> Vec<Row> {
+    let name = t.name.as_str();
+    let key = |k: &str| origin.key(k);
+    let Some(site) = client.auth.site() else {
+        return Vec::new();
+    };
+    let mut q = Query::new("Machines");
+    q.select = vec!["Id"];
+    q.top = Some(1);
+    let url = q.url(client.base_url());
+    let started = tokio::time::Instant::now();
+    let answer = client.get("check", &url).await;
+    let ms = started.elapsed().as_millis();
+    let scheme = site.last_scheme().map_or("?", |s| s.label());
+    match answer {
+        Ok(body) => {
+            let n = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("value").and_then(|x| x.as_array()).map(Vec::len));
+            let mut rows = vec![Row::ok(
+                "winauth",
+                name,
+                format!(
+                    "controller {} answered; {scheme} authenticated {}",
+                    site.base_url(),
+                    site.config().user_key
+                ),
+            )];
+            rows.push(match n {
+                Some(n) => Row::ok(
+                    "odata",
+                    name,
+                    format!("Machines?$top=1 answered in {ms} ms ({n} row)"),
+                ),
+                None => Row::fail(
+                    "odata",
+                    name,
+                    format!(
+                        "site {name}, entity Machines, URL {url}: the answer is not an OData \
+                         collection: {}",
+                        crate::citrix::client::snippet(&body)
+                    ),
+                    format!(
+                        "`{}` must be Delivery Controllers (…/Citrix/Monitor/OData/v4/Data)",
+                        key("controllers")
+                    ),
+                ),
+            });
+            rows
+        }
+        Err(e) => {
+            let hint = match &e.kind {
+                MonitorErrorKind::Site(SiteError::Rejected { .. }) => format!(
+                    "fix `{}` (DOMAIN\\user of a CVAD administrator; read-only is enough) or `{}`",
+                    key("user"),
+                    origin.secret_key
+                ),
+                MonitorErrorKind::Site(SiteError::Unavailable { .. })
+                | MonitorErrorKind::Transport(_) => format!(
+                    "check `{}`, and `{}` / `{}` if the network needs them",
+                    key("controllers"),
+                    key("proxy"),
+                    key("ca_file")
+                ),
+                MonitorErrorKind::Site(SiteError::Handshake { .. }) => format!(
+                    "check `{}` and `{}` (auth = \"ntlm\" works with every controller; Kerberos \
+                     needs the controller's SPN, `{}` for a load-balancer alias)",
+                    key("auth"),
+                    key("kdc"),
+                    key("spn")
+                ),
+                _ => format!(
+                    "`{}` must be Delivery Controllers serving the Monitor service \
+                     (…/Citrix/Monitor/OData/v4/Data)",
+                    key("controllers")
+                ),
+            };
+            vec![
+                Row::fail("winauth", name, e.to_string(), hint),
+                Row::skip("odata", name, "not authenticated"),
+            ]
+        }
+    }
 }
 
 async fn check_sink(

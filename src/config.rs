@@ -158,6 +158,18 @@ struct RawTenant {
     entities: Option<Vec<String>>,
     schedule: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
+    // An on-premises site (Delivery Controllers behind Windows authentication).
+    controllers: Option<Vec<String>>,
+    auth: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_credential: Option<String>,
+    ca_file: Option<PathBuf>,
+    proxy: Option<String>,
+    kdc: Option<String>,
+    spn: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,7 +245,54 @@ pub struct TenantConfig {
     pub entities: Vec<String>,
     /// Per-tenant overrides of `harvester.schedule`.
     pub schedule: BTreeMap<String, Duration>,
+    /// `Some` for an on-premises site: its Delivery Controllers and Windows credentials. The
+    /// cloud fields above are then empty and unused (`monitor_url` is the first controller).
+    pub site: Option<SiteConfig>,
 }
+
+/// Which Windows authentication package a site's client speaks (onprem-cvad.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinAuthKind {
+    /// Raw NTLM (`WWW-Authenticate: NTLM`): what Citrix's own samples use.
+    Ntlm,
+    /// SPNEGO with Kerberos first (a KDC and the controller's SPN are needed), NTLM when no
+    /// ticket can be had.
+    Negotiate,
+}
+
+impl WinAuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WinAuthKind::Ntlm => "ntlm",
+            WinAuthKind::Negotiate => "negotiate",
+        }
+    }
+}
+
+/// An on-premises CVAD site: the Monitor OData v4 base of each Delivery Controller, tried in
+/// order, and the Windows account the harvester signs in with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    /// `http[s]://<controller>/Citrix/Monitor/OData/v4/Data`, one per controller, in order.
+    pub controllers: Vec<String>,
+    pub auth: WinAuthKind,
+    /// The domain part of `DOMAIN\user` (NetBIOS name or Kerberos realm).
+    pub domain: String,
+    pub user: String,
+    pub password: Secret,
+    pub ca_file: Option<PathBuf>,
+    pub proxy: Option<String>,
+    /// The KDC for Kerberos (`tcp://dc.corp.example:88`); `None`: from `KRB5_CONFIG`/krb5.conf.
+    pub kdc: Option<String>,
+    /// The service principal of the controllers; `None`: `HTTP/<controller host>`.
+    pub spn: Option<String>,
+    /// Configuration keys shown in errors (`tenant[2].user`, `tenant[2].password_env`).
+    pub user_key: String,
+    pub password_key: String,
+}
+
+/// The path of the Monitor OData v4 service on a Delivery Controller.
+pub const ONPREM_ODATA_PATH: &str = "/Citrix/Monitor/OData/v4/Data";
 
 /// Default intervals by schedule key: machine state every minute (it cannot be re-read
 /// later), minute summaries every 5 minutes, hourly ones every 15, daily ones every hour.
@@ -846,12 +905,15 @@ impl RawTenant {
         let key = |k: &str| format!("{prefix}{k}");
         let name = self
             .name
+            .clone()
             .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| invalid(key("name"), "is required"))?;
-        let customer_id = self
-            .customer_id
-            .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| invalid(key("customer_id"), "is required"))?;
+        let customer_id = match self.customer_id.clone().filter(|c| !c.trim().is_empty()) {
+            Some(c) => c,
+            // A site has no Citrix customer id: its name, as a checkpoint-safe id.
+            None if self.controllers.is_some() => site_id(&name),
+            None => return Err(invalid(key("customer_id"), "is required")),
+        };
         if !customer_id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -861,60 +923,46 @@ impl RawTenant {
                 "may contain only letters, digits, '-' and '_'",
             ));
         }
+        if self.controllers.is_some() {
+            return self.validate_site(origin, name, customer_id, secrets, allow_inline, lenient);
+        }
+        for (k, set) in [
+            ("auth", self.auth.is_some()),
+            ("user", self.user.is_some()),
+            ("password", self.password.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("password_credential", self.password_credential.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("proxy", self.proxy.is_some()),
+            ("kdc", self.kdc.is_some()),
+            ("spn", self.spn.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    key(k),
+                    "is a setting of an on-premises site, which needs `controllers`; a Citrix \
+                     Cloud tenant uses client_id and client_secret_* (and citrix.ca_file / \
+                     citrix.proxy)",
+                ));
+            }
+        }
         let client_id = self
             .client_id
             .filter(|c| !c.trim().is_empty())
             .ok_or_else(|| invalid(key("client_id"), "is required"))?;
-
-        // The key whose value is used: the same order as below.
-        let secret_key = key(if self.client_secret.is_some() {
-            "client_secret"
-        } else if self.client_secret_env.is_some() {
-            "client_secret_env"
-        } else if self.client_secret_file.is_some() {
-            "client_secret_file"
-        } else if self.client_secret_credential.is_some() {
-            "client_secret_credential"
-        } else {
-            "client_secret_env"
-        });
-        let resolved = (|| {
-            Ok(if let Some(v) = self.client_secret.clone() {
-                if !allow_inline {
-                    return Err(invalid(
-                        key("client_secret"),
-                        "inline secrets are refused; use client_secret_env, client_secret_file or \
-                         client_secret_credential (or set harvester.allow_inline_secrets = true)",
-                    ));
-                }
-                Secret::new(v)
-            } else if let Some(var) = &self.client_secret_env {
-                match (secrets.env)(var) {
-                    Some(v) if !v.is_empty() => Secret::new(v),
-                    _ => {
-                        return Err(invalid(
-                            key("client_secret_env"),
-                            format!("environment variable {var} is not set"),
-                        ));
-                    }
-                }
-            } else if let Some(path) = &self.client_secret_file {
-                read_secret_file(&key("client_secret_file"), path)?
-            } else if let Some(cred) = &self.client_secret_credential {
-                let dir = secrets.credentials_dir.as_ref().ok_or_else(|| {
-                    invalid(
-                        key("client_secret_credential"),
-                        "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)",
-                    )
-                })?;
-                read_secret_file(&key("client_secret_credential"), &dir.join(cred))?
-            } else {
-                return Err(invalid(
-                    key("client_secret_env"),
-                    "one of client_secret_env, client_secret_file, client_secret_credential is required",
-                ));
-            })
-        })();
+        let (secret_key, resolved) = resolve_secret(
+            &key,
+            "client_secret",
+            SecretSetting {
+                inline: self.client_secret.clone(),
+                env: self.client_secret_env.clone(),
+                file: self.client_secret_file.clone(),
+                credential: self.client_secret_credential.clone(),
+            },
+            secrets,
+            allow_inline,
+        );
         origin.secret_key = secret_key;
         let client_secret = match resolved {
             Ok(s) => s,
@@ -980,9 +1028,279 @@ impl RawTenant {
             fallback_token_url,
             monitor_url,
             entities,
+            site: None,
         };
         Ok((tenant, origin))
     }
+}
+
+impl RawTenant {
+    /// An on-premises site: `controllers`, `auth`, `user` and `password_*` instead of the
+    /// Citrix Cloud keys (which are refused here, so a half-converted tenant fails loudly).
+    fn validate_site(
+        self,
+        mut origin: TenantOrigin,
+        name: String,
+        customer_id: String,
+        secrets: &SecretSources,
+        allow_inline: bool,
+        lenient: bool,
+    ) -> Result<(TenantConfig, TenantOrigin), ConfigError> {
+        let prefix = origin.key("");
+        let key = |k: &str| format!("{prefix}{k}");
+        for (k, set) in [
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("client_secret_env", self.client_secret_env.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
+            (
+                "client_secret_credential",
+                self.client_secret_credential.is_some(),
+            ),
+            ("region", self.region.is_some()),
+            ("token_url", self.token_url.is_some()),
+            ("fallback_token_url", self.fallback_token_url.is_some()),
+            ("monitor_url", self.monitor_url.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    key(k),
+                    "is a Citrix Cloud setting; this tenant is an on-premises site (it has \
+                     `controllers`), which signs in with `user` and `password_*`",
+                ));
+            }
+        }
+        let mut controllers = Vec::new();
+        for (i, c) in self.controllers.unwrap_or_default().into_iter().enumerate() {
+            let k = format!("{}[{i}]", key("controllers"));
+            controllers.push(controller_base(&k, &c)?);
+        }
+        if controllers.is_empty() {
+            return Err(invalid(
+                key("controllers"),
+                "needs at least one Delivery Controller URL, e.g. \
+                 \"https://ddc1.corp.example\" (the Monitor path is added)",
+            ));
+        }
+        let auth = match self.auth.as_deref().unwrap_or("ntlm") {
+            "ntlm" => WinAuthKind::Ntlm,
+            "negotiate" => WinAuthKind::Negotiate,
+            other => {
+                return Err(invalid(
+                    key("auth"),
+                    format!("`{other}` is not one of: ntlm, negotiate"),
+                ));
+            }
+        };
+        let (domain, user) = parse_user(&key("user"), self.user.as_deref())?;
+        if self.kdc.is_some() && auth != WinAuthKind::Negotiate {
+            return Err(invalid(
+                key("kdc"),
+                "is used only with auth = \"negotiate\"",
+            ));
+        }
+        if let Some(kdc) = &self.kdc {
+            let u = url::Url::parse(kdc).map_err(|e| {
+                invalid(
+                    key("kdc"),
+                    format!("`{kdc}` is not a URL like tcp://dc1.corp.example:88: {e}"),
+                )
+            })?;
+            if u.scheme() != "tcp" || u.host_str().is_none() {
+                return Err(invalid(
+                    key("kdc"),
+                    format!("`{kdc}` must be tcp://<host>[:port] (Kerberos over TCP)"),
+                ));
+            }
+        }
+        if let Some(p) = &self.proxy {
+            check_url(&key("proxy"), p)?;
+        }
+        let (password_key, resolved) = resolve_secret(
+            &key,
+            "password",
+            SecretSetting {
+                inline: self.password,
+                env: self.password_env,
+                file: self.password_file,
+                credential: self.password_credential,
+            },
+            secrets,
+            allow_inline,
+        );
+        origin.secret_key = password_key.clone();
+        let password = match resolved {
+            Ok(s) => s,
+            Err(e) if lenient => {
+                origin.secret_error = Some(e.to_string());
+                Secret::new("")
+            }
+            Err(e) => return Err(e),
+        };
+        let entities = self
+            .entities
+            .unwrap_or_else(|| KNOWN_ENTITIES.iter().map(|s| s.to_string()).collect());
+        for e in &entities {
+            if !KNOWN_ENTITIES.contains(&e.as_str()) {
+                return Err(invalid(
+                    key("entities"),
+                    format!("`{e}` is not one of: {}", KNOWN_ENTITIES.join(", ")),
+                ));
+            }
+        }
+        let schedule = parse_schedule(&key("schedule"), self.schedule)?;
+        let site = SiteConfig {
+            controllers: controllers.clone(),
+            auth,
+            domain,
+            user,
+            password: password.clone(),
+            ca_file: self.ca_file,
+            proxy: self.proxy,
+            kdc: self.kdc,
+            spn: self.spn.filter(|s| !s.trim().is_empty()),
+            user_key: key("user"),
+            password_key,
+        };
+        let tenant = TenantConfig {
+            name,
+            customer_id,
+            client_id: String::new(),
+            client_secret: Secret::new(""),
+            token_url: String::new(),
+            fallback_token_url: None,
+            monitor_url: controllers[0].clone(),
+            entities,
+            schedule,
+            site: Some(site),
+        };
+        Ok((tenant, origin))
+    }
+}
+
+/// A controller's Monitor OData v4 base: `https://ddc1.corp.example` gets the standard path;
+/// a URL with a path is taken as it is (a reverse proxy may publish the service elsewhere).
+fn controller_base(key: &str, u: &str) -> Result<String, ConfigError> {
+    check_url(key, u)?;
+    let parsed = url::Url::parse(u).map_err(|e| invalid(key, e.to_string()))?;
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(invalid(
+            key,
+            format!(
+                "`{u}` must have no query, fragment or user name (the password is `password_*`)"
+            ),
+        ));
+    }
+    let trimmed = u.trim_end_matches('/');
+    Ok(if parsed.path().trim_matches('/').is_empty() {
+        format!("{trimmed}{ONPREM_ODATA_PATH}")
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// `DOMAIN\user` (what Citrix's samples and Windows show) into domain and user.
+fn parse_user(key: &str, v: Option<&str>) -> Result<(String, String), ConfigError> {
+    let v = v.ok_or_else(|| invalid(key, "is required, as DOMAIN\\user"))?;
+    match v.split_once('\\') {
+        Some((d, u)) if !d.trim().is_empty() && !u.trim().is_empty() && !u.contains('\\') => {
+            Ok((d.trim().to_string(), u.trim().to_string()))
+        }
+        _ => Err(invalid(
+            key,
+            format!(
+                "`{v}` must be DOMAIN\\user (in TOML: \"CORP\\\\svc-harvester\" or \
+                 'CORP\\svc-harvester'); for Kerberos the domain is the realm"
+            ),
+        )),
+    }
+}
+
+/// Where one secret comes from, as written: `<name>`, `<name>_env`, `<name>_file`,
+/// `<name>_credential`.
+struct SecretSetting {
+    inline: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+    credential: Option<String>,
+}
+
+/// Reads the secret `name` (`client_secret`, `password`) from env, a file or a systemd
+/// credential; returns the key whose value is used, for hints, and the secret or the error.
+fn resolve_secret(
+    key: &dyn Fn(&str) -> String,
+    name: &str,
+    s: SecretSetting,
+    secrets: &SecretSources,
+    allow_inline: bool,
+) -> (String, Result<Secret, ConfigError>) {
+    let k = |suffix: &str| key(&format!("{name}{suffix}"));
+    // The key whose value is used: the same order as below.
+    let used = if s.inline.is_some() {
+        k("")
+    } else if s.file.is_some() && s.env.is_none() {
+        k("_file")
+    } else if s.credential.is_some() && s.env.is_none() {
+        k("_credential")
+    } else {
+        k("_env")
+    };
+    let resolved = (|| {
+        Ok(if let Some(v) = s.inline {
+            if !allow_inline {
+                return Err(invalid(
+                    k(""),
+                    format!(
+                        "inline secrets are refused; use {name}_env, {name}_file or \
+                         {name}_credential (or set harvester.allow_inline_secrets = true)"
+                    ),
+                ));
+            }
+            Secret::new(v)
+        } else if let Some(var) = &s.env {
+            match (secrets.env)(var) {
+                Some(v) if !v.is_empty() => Secret::new(v),
+                _ => {
+                    return Err(invalid(
+                        k("_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        } else if let Some(path) = &s.file {
+            read_secret_file(&k("_file"), path)?
+        } else if let Some(cred) = &s.credential {
+            let dir = secrets.credentials_dir.as_ref().ok_or_else(|| {
+                invalid(
+                    k("_credential"),
+                    "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)",
+                )
+            })?;
+            read_secret_file(&k("_credential"), &dir.join(cred))?
+        } else {
+            return Err(invalid(
+                k("_env"),
+                format!("one of {name}_env, {name}_file, {name}_credential is required"),
+            ));
+        })
+    })();
+    (used, resolved)
+}
+
+/// A site's checkpoint id from its name: letters and digits kept, anything else `-`.
+fn site_id(name: &str) -> String {
+    let id: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("site-{id}")
 }
 
 fn check_url(key: &str, u: &str) -> Result<(), ConfigError> {

@@ -25,6 +25,8 @@ pub struct DemoOptions {
     pub state_dir: Option<PathBuf>,
     /// Incidents of the first tenant.
     pub incidents: Vec<Incident>,
+    /// One more tenant, served as an on-premises site.
+    pub onprem_site: bool,
 }
 
 /// `logon_storm`, `deregistration`, `failure_spike[:<ConnectionFailureType>]` (default
@@ -49,6 +51,24 @@ pub fn parse_incident(s: &str) -> Result<Incident, String> {
 }
 
 /// A harvester config pointing every tenant of a running simulator, for the demo and the tests.
+/// The simulator's on-premises site as a tenant's site settings. The simulator does not check
+/// Windows credentials (the tests put a real NTLM/Kerberos acceptor in front of it).
+pub fn simulated_site(sim: &SimHandle) -> crate::config::SiteConfig {
+    crate::config::SiteConfig {
+        controllers: vec![sim.onprem_base_url()],
+        auth: crate::config::WinAuthKind::Ntlm,
+        domain: "SIM".into(),
+        user: "svc-harvester".into(),
+        password: Secret::new("simulated-site-password"),
+        ca_file: None,
+        proxy: None,
+        kdc: None,
+        spn: None,
+        user_key: "demo site user".into(),
+        password_key: "demo site password".into(),
+    }
+}
+
 pub fn config_for_simulator(
     sim: &SimHandle,
     mut output: SinkConfig,
@@ -80,6 +100,17 @@ pub fn config_for_simulator(
                 .map(|s| s.to_string())
                 .collect(),
             schedule: Default::default(),
+            site: None,
+        })
+        .map(|mut t| {
+            if sim
+                .onprem_site()
+                .is_some_and(|s| s.customer_id == t.customer_id)
+            {
+                t.site = Some(simulated_site(sim));
+                t.monitor_url = sim.onprem_base_url();
+            }
+            t
         })
         .collect();
     Config {
@@ -103,10 +134,11 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
     start_output(&opts.out)?;
     let history = chrono::Duration::days(2);
     let sim = Simulator::new(SimOptions {
-        tenants: opts.tenants,
+        tenants: opts.tenants + usize::from(opts.onprem_site),
         seed: opts.seed,
         now: minute_now(),
         history,
+        onprem_site: opts.onprem_site,
         ..SimOptions::default()
     })
     .start(IpAddr::V4(Ipv4Addr::LOCALHOST))

@@ -142,6 +142,10 @@ enum Command {
         /// failure_spike[:<category>], harvest_stop.
         #[arg(long = "incident", value_parser = citrix_harvester::demo::parse_incident)]
         incidents: Vec<citrix_harvester::sim::Incident>,
+        /// One more simulated tenant, served as an on-premises site (Delivery Controller path,
+        /// NTLM handshake; the simulator itself does not check Windows credentials).
+        #[arg(long)]
+        onprem_site: bool,
     },
 }
 
@@ -503,12 +507,14 @@ async fn main() -> ExitCode {
             out,
             state_dir,
             incidents,
+            onprem_site,
         }) => run_demo(DemoOptions {
             tenants,
             seed,
             out,
             state_dir,
             incidents,
+            onprem_site,
         })
         .await
         .map(|ok| {

@@ -62,8 +62,14 @@ impl ApiCounts {
     pub fn of(client: &MonitorClient) -> ApiCounts {
         ApiCounts {
             throttled: client.stats.throttled.load(Ordering::Relaxed),
-            token_fetches: client.tokens.stats.fetches.load(Ordering::Relaxed),
-            token_fallbacks: client.tokens.stats.fallback_uses.load(Ordering::Relaxed),
+            token_fetches: client
+                .auth
+                .tokens()
+                .map_or(0, |t| t.stats.fetches.load(Ordering::Relaxed)),
+            token_fallbacks: client
+                .auth
+                .tokens()
+                .map_or(0, |t| t.stats.fallback_uses.load(Ordering::Relaxed)),
         }
     }
 }

@@ -83,12 +83,20 @@ struct TenantFactory {
 }
 
 impl TenantFactory {
-    fn make(&self, t: &TenantConfig) -> Tenant {
-        Tenant {
+    /// Fails only for a site whose own HTTP client cannot be built (its `ca_file`, `proxy`).
+    fn make(&self, t: &TenantConfig) -> Result<Tenant, String> {
+        let client = MonitorClient::new(
+            self.http.clone(),
+            t,
+            &self.citrix,
+            self.global.clone(),
+            self.interval,
+        )?;
+        Ok(Tenant {
             cfg: t.clone(),
-            client: MonitorClient::new(self.http.clone(), t, &self.citrix, self.global.clone()),
+            client,
             jobs: plan_jobs(t, &self.schedule, self.interval),
-        }
+        })
     }
 }
 
@@ -134,8 +142,9 @@ impl Harvester {
         let tenants = cfg
             .tenants
             .iter()
-            .map(|t| Arc::new(factory.make(t)))
-            .collect();
+            .map(|t| factory.make(t).map(Arc::new))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(RunError::Http)?;
         let metrics = Arc::new(crate::metrics::Metrics::with_unhealthy_after(
             cfg.harvester.unhealthy_after,
         ));
@@ -195,17 +204,22 @@ impl Harvester {
         #[cfg(debug_assertions)]
         crate::failpoint::check(&t.cfg.name);
         let (ctx, mut summary) = t.begin();
-        let token = tokio::select! {
-            r = t.client.tokens.token() => Some(r),
+        let ready = tokio::select! {
+            r = t.client.auth.ready() => Some(r),
             _ = cancel.cancelled() => None,
         };
-        if token.is_none() {
+        if ready.is_none() {
             // Shut down while waiting for the token: nothing was read, nothing to record.
             summary.duration = started.elapsed();
             return summary;
         }
-        if let Some(Err(e)) = token {
-            tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not harvested this cycle.");
+        if let Some(Err(e)) = ready {
+            if t.cfg.site.is_some() {
+                // The rejection itself was the one ERROR; this is the silence it asked for.
+                tracing::warn!(tenant = %t.cfg.name, error = %e, "Site not harvested this cycle.");
+            } else {
+                tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not harvested this cycle.");
+            }
             summary.error = Some(e.to_string());
         } else {
             let env = Env {
@@ -408,18 +422,29 @@ impl Harvester {
             if old.name != new.name {
                 self.metrics.forget(&old.name);
             }
-            let t = Arc::new(self.factory.make(new));
+            let Some(t) = self.made(new) else { continue };
             self.start_tenant(tracker, running, t, cancel);
             tracing::info!(tenant = %new.name, "Tenant settings changed: restarted.");
         }
         for new in &plan.added {
-            let t = Arc::new(self.factory.make(new));
+            let Some(t) = self.made(new) else { continue };
             self.start_tenant(tracker, running, t, cancel);
             tracing::info!(tenant = %new.name, "Tenant added to the configuration: started.");
         }
         self.metrics.reload_finished(true, now);
         tracing::info!(cause = %cause, added = plan.added.len(), removed = plan.removed.len(),
             changed = plan.changed.len(), unchanged = plan.unchanged, "Configuration reloaded.");
+    }
+
+    /// A tenant of a reload, or `None` with an ERROR when its site client cannot be built.
+    fn made(&self, t: &TenantConfig) -> Option<Arc<Tenant>> {
+        match self.factory.make(t) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                tracing::error!(tenant = %t.name, error = %e, "Tenant not started: fix its settings and reload.");
+                None
+            }
+        }
     }
 
     /// The configuration in force: the settings the harvester started with and the tenants
@@ -733,6 +758,7 @@ mod tests {
             monitor_url: "http://h/m".into(),
             entities: vec!["connections".into(), "machines".into()],
             schedule: Default::default(),
+            site: None,
         };
         let global = crate::config::default_schedule();
         let plan = plan_jobs(&tenant, &global, Duration::from_secs(300));

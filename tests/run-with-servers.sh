@@ -3,6 +3,8 @@
 # their URLs in the environment, and always stops them again.
 #   - VictoriaMetrics (the InfluxDB v2 write API path)   -> CH_TEST_VM_URL
 #   - InfluxDB 1.6 (v1 API, strict parser, InfluxQL)      -> CH_TEST_INFLUXDB1_URL
+#   - NTLM/Negotiate acceptor (pyspnego) and an MIT krb5 KDC -> CH_TEST_WINAUTH_*, CH_TEST_KDC_URL
+#     (tests/winauth/setup.sh; each test starts its own acceptor in front of its simulator)
 # Installs both from Debian's packages when the binaries are missing (CI runs on a fresh
 # machine). Extra arguments go to `cargo test`. Exits with cargo's exit status.
 set -euo pipefail
@@ -44,16 +46,18 @@ free_port() {
 work=$(mktemp -d "${TMPDIR:-/tmp}/ch-servers.XXXXXX")
 vm_pid=""
 influx_pid=""
+kdc_pid=""
 
 # shellcheck disable=SC2317 # called from the EXIT trap
 stop_servers() {
   local pid
-  for pid in "$vm_pid" "$influx_pid"; do
+  [ -f "$work/krb5kdc.pid" ] && kdc_pid=$(cat "$work/krb5kdc.pid")
+  for pid in "$vm_pid" "$influx_pid" "$kdc_pid"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
     fi
   done
-  for pid in "$vm_pid" "$influx_pid"; do
+  for pid in "$vm_pid" "$influx_pid" "$kdc_pid"; do
     if [ -n "$pid" ]; then
       # Give each up to 10 s to shut down cleanly, then insist.
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -139,6 +143,16 @@ wait_http influxdb "http://127.0.0.1:$influx_port/ping" 204 "$influx_pid"
 export CH_TEST_VM_URL="http://127.0.0.1:$vm_port"
 export CH_TEST_INFLUXDB1_URL="http://127.0.0.1:$influx_port"
 log "CH_TEST_VM_URL=$CH_TEST_VM_URL CH_TEST_INFLUXDB1_URL=$CH_TEST_INFLUXDB1_URL"
+
+# Windows authentication for the on-premises tests: venv + pyspnego, NTLM users, MIT KDC.
+winauth_start=$SECONDS
+if bash "$(dirname "$0")/winauth/setup.sh" "$work" "$(free_port)"; then
+  # shellcheck disable=SC1091 # written by setup.sh
+  . "$work/winauth.env"
+  log "winauth ready in $((SECONDS - winauth_start)) s (KDC $CH_TEST_KDC_URL)"
+else
+  log "winauth setup failed; the on-premises tests will fail in CI"
+fi
 
 status=0
 cargo test "$@" 2>&1 | tee "$work/cargo-test.out" || status=$?

@@ -1,8 +1,10 @@
 //! The Monitor API client of one tenant. It guarantees Citrix's rule that a tenant never has two
 //! requests in flight (a per-tenant lock; parallel calls get 429), bounds total concurrency with
 //! a semaphore shared by all tenants, retries 429/5xx/transport errors with jittered exponential
-//! backoff that honours Retry-After, and refreshes the token once on 401. It returns raw page
-//! bytes: decoding and mapping are the collectors' job.
+//! backoff that honours Retry-After, and refreshes the token once on 401. An on-premises site
+//! has no token: each request is Windows-authenticated by its [`Site`] (controller fallback,
+//! lockout guard) and goes through the same limits, retries, bounds and redaction. It returns
+//! raw page bytes: decoding and mapping are the collectors' job.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::citrix::auth::{AuthError, TokenSource, error_chain};
+use crate::citrix::site::{Site, SiteError};
 use crate::config::{AuthScheme, CitrixConfig, TenantConfig};
 
 /// Retry-After is honoured up to this much; a larger value is treated as this.
@@ -23,6 +26,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub enum MonitorErrorKind {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Site(#[from] SiteError),
     #[error("HTTP {status}: {body}")]
     Http {
         status: u16,
@@ -50,6 +55,7 @@ impl MonitorErrorKind {
         match self {
             MonitorErrorKind::Http { status, .. } => *status == 429 || *status >= 500,
             MonitorErrorKind::Transport(_) => true,
+            MonitorErrorKind::Site(e) => e.retryable(),
             _ => false,
         }
     }
@@ -65,6 +71,10 @@ impl MonitorErrorKind {
     pub fn label(&self) -> &'static str {
         match self {
             MonitorErrorKind::Auth(_) => "auth",
+            MonitorErrorKind::Site(SiteError::Rejected { .. } | SiteError::LockedOut { .. }) => {
+                "credentials"
+            }
+            MonitorErrorKind::Site(_) => "site",
             MonitorErrorKind::Http { status: 429, .. } => "throttled",
             MonitorErrorKind::Http { .. } => "http",
             MonitorErrorKind::Transport(_) => "transport",
@@ -102,7 +112,7 @@ pub struct MonitorClient {
     customer_id: String,
     base: String,
     scheme: AuthScheme,
-    pub tokens: TokenSource,
+    pub auth: AuthSource,
     /// Citrix allows one request per tenant at a time.
     one_at_a_time: Mutex<()>,
     global: Arc<Semaphore>,
@@ -113,6 +123,38 @@ pub struct MonitorClient {
     max_page_bytes: usize,
     request_timeout: Duration,
     pub stats: ClientStats,
+}
+
+/// How a tenant's requests are authorised: a Citrix Cloud bearer token, or Windows
+/// authentication per request to an on-premises site's controllers.
+pub enum AuthSource {
+    Cloud(TokenSource),
+    Site(Site),
+}
+
+impl AuthSource {
+    pub fn tokens(&self) -> Option<&TokenSource> {
+        match self {
+            AuthSource::Cloud(t) => Some(t),
+            AuthSource::Site(_) => None,
+        }
+    }
+
+    pub fn site(&self) -> Option<&Site> {
+        match self {
+            AuthSource::Cloud(_) => None,
+            AuthSource::Site(s) => Some(s),
+        }
+    }
+
+    /// The step before a cycle: a valid token for the cloud; for a site, that no credential
+    /// rejection silences it (sites authenticate per request).
+    pub async fn ready(&self) -> Result<(), MonitorErrorKind> {
+        match self {
+            AuthSource::Cloud(t) => t.token().await.map(|_| ()).map_err(Into::into),
+            AuthSource::Site(s) => s.ready().map_err(Into::into),
+        }
+    }
 }
 
 /// Error bodies are read up to this much (only a snippet of them is ever shown).
@@ -144,28 +186,37 @@ pub fn http_client(
 }
 
 impl MonitorClient {
+    /// `interval`: how long a site whose credentials were rejected stays silent.
     pub fn new(
         http: reqwest::Client,
         tenant: &TenantConfig,
         citrix: &CitrixConfig,
         global: Arc<Semaphore>,
-    ) -> Self {
-        let tokens = TokenSource::new(
-            http.clone(),
-            &tenant.name,
-            &tenant.client_id,
-            tenant.client_secret.clone(),
-            &tenant.token_url,
-            tenant.fallback_token_url.as_deref(),
-            citrix.token_timeout,
-        );
-        MonitorClient {
+        interval: Duration,
+    ) -> Result<Self, String> {
+        let auth = match &tenant.site {
+            None => AuthSource::Cloud(TokenSource::new(
+                http.clone(),
+                &tenant.name,
+                &tenant.client_id,
+                tenant.client_secret.clone(),
+                &tenant.token_url,
+                tenant.fallback_token_url.as_deref(),
+                citrix.token_timeout,
+            )),
+            Some(site) => {
+                let http = crate::citrix::winauth::site_http_client(site, citrix.request_timeout)
+                    .map_err(|e| format!("site {}: {e}", tenant.name))?;
+                AuthSource::Site(Site::new(&tenant.name, site.clone(), http, interval))
+            }
+        };
+        Ok(MonitorClient {
             http,
             tenant: tenant.name.clone(),
             customer_id: tenant.customer_id.clone(),
             base: tenant.monitor_url.clone(),
             scheme: citrix.auth_scheme,
-            tokens,
+            auth,
             one_at_a_time: Mutex::new(()),
             global,
             max_retries: citrix.max_retries,
@@ -174,11 +225,15 @@ impl MonitorClient {
             max_page_bytes: citrix.max_page_bytes,
             request_timeout: citrix.request_timeout,
             stats: ClientStats::default(),
-        }
+        })
     }
 
+    /// Where a walk starts: the Monitor base, or a site's healthy controller.
     pub fn base_url(&self) -> &str {
-        &self.base
+        match &self.auth {
+            AuthSource::Cloud(_) => &self.base,
+            AuthSource::Site(s) => s.base_url(),
+        }
     }
 
     pub fn tenant(&self) -> &str {
@@ -264,15 +319,19 @@ impl MonitorClient {
         url: &str,
         held: Option<OwnedSemaphorePermit>,
     ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
-        let token = self.tokens.token().await?;
-        match self.send(url, &token, held).await {
+        let tokens = match &self.auth {
+            AuthSource::Cloud(t) => t,
+            AuthSource::Site(_) => return self.send(url, None, held).await,
+        };
+        let token = tokens.token().await?;
+        match self.send(url, Some(&token), held).await {
             Err(MonitorErrorKind::Http { status: 401, .. }) => {
                 self.stats
                     .token_refreshes_on_401
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant = %self.tenant, "Monitor API answered 401; fetching a new token.");
-                let token = self.tokens.refresh().await?;
-                match self.send(url, &token, None).await {
+                let token = tokens.refresh().await?;
+                match self.send(url, Some(&token), None).await {
                     Err(MonitorErrorKind::Http { status: 401, .. }) => {
                         Err(MonitorErrorKind::Unauthorized)
                     }
@@ -286,13 +345,9 @@ impl MonitorClient {
     async fn send(
         &self,
         url: &str,
-        token: &crate::secret::Secret,
+        token: Option<&crate::secret::Secret>,
         held: Option<OwnedSemaphorePermit>,
     ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
-        let auth = match self.scheme {
-            AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
-            AuthScheme::Bearer => format!("Bearer {}", token.expose()),
-        };
         // Hold a global slot only while the request is on the wire (and its page is being
         // processed), not while backing off: a failed attempt returns without it.
         let slot = match held {
@@ -306,7 +361,7 @@ impl MonitorClient {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The whole request, decompression included, within request_timeout.
-        let attempt = self.exchange(url, &auth, token);
+        let attempt = self.exchange(url, token);
         match tokio::time::timeout(self.request_timeout, attempt).await {
             Ok(Ok(body)) => Ok((body, slot)),
             Ok(Err(e)) => Err(e),
@@ -321,18 +376,32 @@ impl MonitorClient {
     async fn exchange(
         &self,
         url: &str,
-        auth: &str,
-        token: &crate::secret::Secret,
+        token: Option<&crate::secret::Secret>,
     ) -> Result<Vec<u8>, MonitorErrorKind> {
-        let resp = self
-            .http
-            .get(url)
-            .header(reqwest::header::AUTHORIZATION, auth)
-            .header("Citrix-CustomerId", &self.customer_id)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?;
+        let resp = match (&self.auth, token) {
+            (AuthSource::Cloud(_), Some(token)) => {
+                let auth = match self.scheme {
+                    AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
+                    AuthScheme::Bearer => format!("Bearer {}", token.expose()),
+                };
+                self.http
+                    .get(url)
+                    .header(reqwest::header::AUTHORIZATION, auth)
+                    .header("Citrix-CustomerId", &self.customer_id)
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?
+            }
+            (AuthSource::Site(site), _) => site.get(url).await?,
+            (AuthSource::Cloud(_), None) => {
+                return Err(MonitorErrorKind::Transport("no token".into()));
+            }
+        };
+        let token = token
+            .cloned()
+            .unwrap_or_else(|| crate::secret::Secret::new(""));
+        let token = &token;
         let status = resp.status();
         if status.is_success() {
             let is_json = resp
@@ -360,7 +429,7 @@ impl MonitorClient {
             let location = crate::body::location(&resp);
             return Err(MonitorErrorKind::Redirect {
                 status: status.as_u16(),
-                location: self.tokens.redact(&location, token),
+                location: self.redact(&location, token),
             });
         }
         if status.as_u16() == 429 {
@@ -383,7 +452,15 @@ impl MonitorClient {
     /// page that echoes the request must not put them into a log line).
     fn redacted_snippet(&self, body: &[u8], token: &crate::secret::Secret) -> String {
         let text = String::from_utf8_lossy(body);
-        snippet(self.tokens.redact(&text, token).as_bytes())
+        snippet(self.redact(&text, token).as_bytes())
+    }
+
+    /// `text` without this tenant's client secret or password, nor `token`.
+    fn redact(&self, text: &str, token: &crate::secret::Secret) -> String {
+        match &self.auth {
+            AuthSource::Cloud(t) => t.redact(text, token),
+            AuthSource::Site(s) => crate::secret::redact_all(text, &[&s.config().password, token]),
+        }
     }
 }
 

@@ -7,3 +7,5 @@ pub mod client;
 pub mod enums;
 pub mod model;
 pub mod odata;
+pub mod site;
+pub mod winauth;

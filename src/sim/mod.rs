@@ -80,7 +80,16 @@ pub struct SimOptions {
     pub sessions_per_day: usize,
     /// Emitted as the JSON string `"expires_in"`.
     pub token_lifetime_secs: u64,
+    /// The last tenant is also an on-premises site: its data under
+    /// `/Citrix/Monitor/OData/v4/Data` on the regional listener, with no token and no
+    /// `Citrix-CustomerId`, 100 rows a page, options from the query string only, 404 for
+    /// `Entity(key)` and `/$count` segments (onprem-cvad.md §1). Windows authentication is not
+    /// the simulator's: tests put a real NTLM/Kerberos acceptor in front of it.
+    pub onprem_site: bool,
 }
+
+/// Rows per page of an on-premises controller (Citrix's on-prem sample shows `$skip=100`).
+pub const ONPREM_PAGE_SIZE: usize = 100;
 
 impl Default for SimOptions {
     fn default() -> Self {
@@ -95,6 +104,7 @@ impl Default for SimOptions {
             history: chrono::Duration::days(2),
             sessions_per_day: 300,
             token_lifetime_secs: 3600,
+            onprem_site: false,
         }
     }
 }
@@ -204,6 +214,23 @@ impl SimHandle {
 
     pub fn monitor_base_url(&self) -> String {
         format!("{}/monitorodata", self.regional_url())
+    }
+
+    /// `http://IP:PORT/Citrix/Monitor/OData/v4/Data` of the on-premises site
+    /// (`SimOptions::onprem_site`).
+    pub fn onprem_base_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.regional_url(),
+            crate::config::ONPREM_ODATA_PATH
+        )
+    }
+
+    /// The tenant served as the on-premises site, if `SimOptions::onprem_site` is on.
+    pub fn onprem_site(&self) -> Option<SimTenant> {
+        self.state
+            .onprem_site()
+            .map(|t| self.state.tenant_list()[t].clone())
     }
 
     pub fn tenants(&self) -> Vec<SimTenant> {

@@ -14,6 +14,9 @@
 //!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
 //! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
 //! - `touch_after_page` modifies a served row while the client pages (see `Faults`).
+//! - On-premises mode (`SimOptions::onprem_site`): the last tenant's data also under
+//!   `/Citrix/Monitor/OData/v4/Data` with no token and no customer header, 100 rows a page,
+//!   absolute `$skip` nextLinks, 404 for `Entity(key)` and `/$count` (onprem-cvad.md §1).
 //! - Query strings are form-decoded like ASP.NET does (`+` is a space), so a literal `+` in a
 //!   `$filter` (a `+02:00` offset, a string) must be sent as `%2B`.
 
@@ -300,6 +303,13 @@ fn router(ctx: Ctx) -> Router {
             .route("/monitorodata", get(service_document))
             .route("/monitorodata/", get(service_document))
             .route("/monitorodata/{set}", get(monitor));
+        if ctx.state.opts.onprem_site {
+            let root = crate::config::ONPREM_ODATA_PATH;
+            r = r
+                .route(root, get(onprem_service_document))
+                .route(&format!("{root}/"), get(onprem_service_document))
+                .route(&format!("{root}/{{*rest}}"), get(onprem_monitor));
+        }
     }
     r.fallback(not_found).with_state(ctx)
 }
@@ -601,6 +611,94 @@ async fn injected(state: &State, t: usize) -> Option<Response> {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// On-premises mode
+
+/// `http://<Host header>/Citrix/Monitor/OData/v4/Data`: an authenticating proxy in front keeps
+/// the Host header, so links lead back through it.
+fn onprem_base(headers: &HeaderMap, local: SocketAddr) -> String {
+    let cloud = service_base(headers, local);
+    let host = cloud.trim_end_matches("/monitorodata");
+    format!("{host}{}", crate::config::ONPREM_ODATA_PATH)
+}
+
+/// Counts the request of the site and holds its in-flight mark (no 429: the on-prem service
+/// documents no one-request rule).
+fn admit_site(state: &State) -> Option<(usize, InFlight<'_>)> {
+    let t = state.onprem_site()?;
+    let tenant = &state.tenants[t];
+    let n = tenant.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let guard = InFlight(&tenant.in_flight);
+    let mut s = tenant.stats();
+    s.requests += 1;
+    s.max_in_flight = s.max_in_flight.max(n);
+    Some((t, guard))
+}
+
+async fn onprem_service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Response {
+    let state = &ctx.state;
+    let Some((t, _guard)) = admit_site(state) else {
+        return not_found(Uri::from_static("/")).await;
+    };
+    if let Some(r) = injected(state, t).await {
+        return r;
+    }
+    let base = onprem_base(&headers, ctx.local);
+    let value: Vec<_> = ENTITY_SETS
+        .iter()
+        .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
+        .collect();
+    let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
+    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+}
+
+async fn onprem_monitor(
+    AxState(ctx): AxState<Ctx>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let state = &ctx.state;
+    let Some((t, _guard)) = admit_site(state) else {
+        return not_found(uri).await;
+    };
+    if let Some(r) = injected(state, t).await {
+        return r;
+    }
+    if rest == "$metadata" {
+        return odata_ok("application/xml", metadata_document().into_bytes());
+    }
+    // `Machines(5)`, `Machines/$count`, anything with a further segment: the real controller
+    // answers 404 (onprem-cvad.md §1), so the harvester must never rely on them.
+    let Some(def) = entity_set(&rest).filter(|_| !rest.contains(['(', '/'])) else {
+        return not_found(uri).await;
+    };
+    let base = onprem_base(&headers, ctx.local);
+    let query = uri.query().unwrap_or("");
+    let (body, rows) = match state.page_body_sized(t, def, query, &base, super::ONPREM_PAGE_SIZE) {
+        Ok(x) => x,
+        Err(PageError::Query(e)) => {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The query specified in the URI is not valid. {e}"),
+            );
+        }
+        Err(PageError::Serialize(e)) => {
+            return odata_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("serialization failed: {e}"),
+            );
+        }
+    };
+    {
+        let mut order = state.order.lock().unwrap_or_else(|e| e.into_inner());
+        if order.len() < REQUEST_LOG_CAP {
+            order.push((t, def.set));
+        }
+    }
+    finish_ok(state, t, def.set, rows, body)
+}
+
 /// `http://<Host header>/monitorodata`: links point wherever the client reached us.
 fn service_base(headers: &HeaderMap, local: SocketAddr) -> String {
     let host = headers
@@ -754,16 +852,36 @@ impl State {
         query: &str,
         base: &str,
     ) -> Result<(Vec<u8>, usize), PageError> {
+        self.page_body_sized(t, def, query, base, self.opts.page_size)
+    }
+
+    /// [`State::page_body`] with a page size of its own (the on-premises site's 100).
+    pub fn page_body_sized(
+        &self,
+        t: usize,
+        def: &'static super::schema::EntityDef,
+        query: &str,
+        base: &str,
+        page_size: usize,
+    ) -> Result<(Vec<u8>, usize), PageError> {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
         let opts =
             odata::parse_options(&pairs, def).map_err(|e| PageError::Query(e.to_string()))?;
         let data = self.tenants[t].data();
-        let page = odata::run(&data, def, &opts, &pairs, base, self.opts.page_size);
+        let page = odata::run(&data, def, &opts, &pairs, base, page_size);
         let rows = page.value.len();
         let body = serde_json::to_vec(&page).map_err(|e| PageError::Serialize(e.to_string()))?;
         Ok((body, rows))
+    }
+
+    /// Index of the tenant served as the on-premises site (the last one), if that mode is on.
+    pub fn onprem_site(&self) -> Option<usize> {
+        self.opts
+            .onprem_site
+            .then(|| self.tenants.len().checked_sub(1))
+            .flatten()
     }
 
     /// Tenant index of a customer id.

@@ -8,6 +8,7 @@
 pub mod hostile;
 pub mod proxy;
 pub mod sim;
+pub mod winauth;
 
 use std::time::Duration;
 

@@ -1,0 +1,337 @@
+//! On-premises sites end to end: the simulator's on-premises mode behind a real NTLM/Negotiate
+//! acceptor (pyspnego) and a real MIT Kerberos KDC, harvested by the ordinary scheduler into a
+//! file. Every test counts the handshakes at the acceptor; every log line of this binary, at
+//! TRACE level and from every thread, is checked for the password.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use citrix_harvester::config::{Config, WinAuthKind};
+use citrix_harvester::demo::config_for_simulator;
+use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
+use citrix_harvester::secret::Secret;
+use citrix_harvester::sim::{SimHandle, SimOptions};
+use citrix_harvester::sink::{SinkConfig, SinkKind};
+use common::winauth::{Acceptor, Env, closed_port};
+
+/// Every log line of this test binary, whatever thread wrote it.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = Buf(buf.clone());
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("one global subscriber");
+        buf
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+fn assert_password_never_logged(env: &Env) {
+    let text = log_text();
+    assert!(text.len() > 1000, "TRACE logs were captured");
+    assert!(
+        !text.contains(&env.password),
+        "the password appears in a log line"
+    );
+}
+
+async fn start_site_sim(seed: u64) -> SimHandle {
+    common::sim::start(SimOptions {
+        tenants: 1,
+        seed,
+        now: minute_now(),
+        history: chrono::Duration::days(1),
+        onprem_site: true,
+        ..SimOptions::default()
+    })
+    .await
+}
+
+/// The simulator's site reached through `controllers` (acceptor URLs) as `user`/`password`.
+fn site_config(
+    sim: &SimHandle,
+    dir: &Path,
+    controllers: Vec<String>,
+    env: &Env,
+    password: &str,
+) -> Config {
+    let output = SinkConfig::new(SinkKind::File {
+        path: dir.join("points.lp"),
+    });
+    let mut cfg = config_for_simulator(
+        sim,
+        output,
+        dir.join("state"),
+        Duration::from_secs(2 * 86_400),
+    );
+    cfg.citrix.max_retry_delay = Duration::from_secs(1);
+    let t = &mut cfg.tenants[0];
+    t.entities = vec!["connections".into(), "machines".into()];
+    let site = t.site.as_mut().expect("the simulator's tenant is a site");
+    let (domain, user) = env.user.split_once('\\').unwrap();
+    site.domain = domain.into();
+    site.user = user.into();
+    site.password = Secret::new(password);
+    site.controllers = controllers
+        .iter()
+        .map(|c| format!("{c}/Citrix/Monitor/OData/v4/Data"))
+        .collect();
+    site.user_key = "tenant[0].user".into();
+    site.password_key = "tenant[0].password_env".into();
+    t.monitor_url = site.controllers[0].clone();
+    cfg
+}
+
+async fn once(cfg: &Config) -> Vec<TenantSummary> {
+    run(cfg, true, CancellationToken::new())
+        .await
+        .expect("harvester runs")
+}
+
+fn written(dir: &Path, measurement: &str, field: &str) -> HashSet<String> {
+    let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
+    let needle = format!("{field}=");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{measurement},")))
+        .filter_map(|l| {
+            let at = l.find(&needle)? + needle.len();
+            let rest = &l[at..];
+            let end = rest.find([',', ' ']).unwrap_or(rest.len());
+            Some(
+                rest[..end]
+                    .trim_matches('"')
+                    .trim_end_matches('i')
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn sim_ids(sim: &SimHandle, set: &str) -> HashSet<String> {
+    let cid = sim.onprem_site().unwrap().customer_id;
+    sim.rows(&cid, set)
+        .iter()
+        // Machines: the active ones (what the Machines collector asks for).
+        .filter(|r| set != "Machines" || r["LifecycleState"].as_i64() == Some(0))
+        .map(|r| match &r["Id"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+        .collect()
+}
+
+/// Every connection and machine of the site is in the output.
+fn assert_complete(dir: &Path, sim: &SimHandle) {
+    let conns = sim_ids(sim, "Connections");
+    assert!(
+        conns.len() > 200,
+        "{} connections: several pages of 100",
+        conns.len()
+    );
+    assert_eq!(written(dir, "citrix_logon", "connection_id"), conns);
+    let machines = sim_ids(sim, "Machines");
+    assert!(!machines.is_empty());
+    assert_eq!(written(dir, "citrix_machine", "machine_id"), machines);
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_site_is_harvested_completely_with_a_handshake_per_page() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(71).await;
+    let acceptor = Acceptor::start(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
+    let started = std::time::Instant::now();
+    let s = once(&cfg).await;
+    let took = started.elapsed();
+    assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
+    assert_complete(dir.path(), &sim);
+    let stats = acceptor.stats().await;
+    let pages = sim.stats().tenants.values().next().unwrap().requests;
+    // Every page authenticated on its own: one complete NTLM handshake per request served.
+    assert_eq!(n(&stats["completed"]), pages, "{stats}");
+    assert_eq!(n(&stats["handshakes"]), pages, "{stats}");
+    assert_eq!(n(&stats["rejected"]), 0, "{stats}");
+    assert_eq!(n(&stats["by_protocol"]["ntlm"]), pages, "{stats}");
+    eprintln!(
+        "NTLM: {pages} pages, each with its own handshake, in {:?} ({:?} a page)",
+        took,
+        took / pages.max(1) as u32
+    );
+    assert_password_never_logged(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_or_domain_fails_once_without_retrying() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(72).await;
+    for (case, wrong_domain) in [("password", false), ("domain", true)] {
+        let acceptor = Acceptor::start(&env, &sim.regional_url());
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = if wrong_domain {
+            site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password)
+        } else {
+            site_config(
+                &sim,
+                dir.path(),
+                vec![acceptor.url()],
+                &env,
+                "not-the-password",
+            )
+        };
+        if wrong_domain {
+            cfg.tenants[0].site.as_mut().unwrap().domain = "OTHER".into();
+        }
+        let started = std::time::Instant::now();
+        let s = once(&cfg).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case}: fails fast"
+        );
+        assert!(!s[0].ok(), "{case}: {s:?}");
+        let stats = acceptor.stats().await;
+        // Two entities, retries configured: still exactly one attempt at the controller.
+        assert_eq!(n(&stats["handshakes"]), 1, "{case}: {stats}");
+        assert_eq!(n(&stats["rejected"]), 1, "{case}: {stats}");
+        assert_eq!(n(&stats["completed"]), 0, "{case}: {stats}");
+        let errors: Vec<String> = s[0]
+            .entities
+            .iter()
+            .filter_map(|e| e.error.clone())
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rejected the credentials")
+                    && e.contains("tenant[0].password_env")),
+            "{case}: {errors:?}"
+        );
+    }
+    let text = log_text();
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("Windows authentication failed"))
+        .count();
+    assert_eq!(errors, 2, "one ERROR per bad site");
+    assert_password_never_logged(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_with_a_kerberos_ticket_uses_kerberos() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(73).await;
+    let acceptor = Acceptor::start(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
+    let site = cfg.tenants[0].site.as_mut().unwrap();
+    site.auth = WinAuthKind::Negotiate;
+    site.kdc = Some(env.kdc.clone());
+    site.spn = Some("HTTP/localhost".into());
+    let s = once(&cfg).await;
+    assert!(s.iter().all(|s| s.ok()), "{s:?}");
+    assert_complete(dir.path(), &sim);
+    let stats = acceptor.stats().await;
+    assert_eq!(n(&stats["rejected"]), 0, "{stats}");
+    assert_eq!(n(&stats["by_protocol"]["ntlm"]), 0, "{stats}");
+    assert!(n(&stats["by_protocol"]["kerberos"]) > 2, "{stats}");
+    let principals = stats["principals"].to_string();
+    assert!(
+        principals.contains("svc-harvester@HARVEST.TEST"),
+        "{principals}"
+    );
+    assert_password_never_logged(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_without_a_ticket_falls_back_to_ntlm() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(74).await;
+    let acceptor = Acceptor::start(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
+    let site = cfg.tenants[0].site.as_mut().unwrap();
+    site.auth = WinAuthKind::Negotiate;
+    // No KDC answers: no ticket can be had.
+    site.kdc = Some(format!("tcp://127.0.0.1:{}", closed_port()));
+    site.spn = Some("HTTP/localhost".into());
+    let s = once(&cfg).await;
+    assert!(s.iter().all(|s| s.ok()), "{s:?}");
+    assert_complete(dir.path(), &sim);
+    let stats = acceptor.stats().await;
+    assert_eq!(n(&stats["rejected"]), 0, "{stats}");
+    assert_eq!(n(&stats["by_protocol"]["kerberos"]), 0, "{stats}");
+    assert!(n(&stats["by_protocol"]["ntlm"]) > 2, "{stats}");
+    assert_password_never_logged(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_controller_down_the_second_serves_and_is_remembered() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(75).await;
+    let acceptor = Acceptor::start(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let cfg = site_config(
+        &sim,
+        dir.path(),
+        vec![down.clone(), acceptor.url()],
+        &env,
+        &env.password,
+    );
+    let s = once(&cfg).await;
+    assert!(s.iter().all(|s| s.ok()), "{s:?}");
+    assert_complete(dir.path(), &sim);
+    // The switch happened once; every later request went to the healthy controller directly.
+    let text = log_text();
+    let switches = text
+        .lines()
+        .filter(|l| l.contains("next controller of the site answered") && l.contains(&down))
+        .count();
+    assert_eq!(switches, 1, "one switch to the second controller");
+    assert_password_never_logged(&env);
+}
