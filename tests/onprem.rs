@@ -247,6 +247,8 @@ async fn wrong_password_or_domain_fails_once_without_retrying() {
     let errors = text
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("Windows authentication failed"))
+        // The log is the whole binary's: the check test's site logs its own ERROR.
+        .filter(|l| !l.contains("Munich site"))
         .count();
     assert_eq!(errors, 2, "one ERROR per bad site");
     assert_password_never_logged(&env);
@@ -333,5 +335,58 @@ async fn first_controller_down_the_second_serves_and_is_remembered() {
         .filter(|l| l.contains("next controller of the site answered") && l.contains(&down))
         .count();
     assert_eq!(switches, 1, "one switch to the second controller");
+    assert_password_never_logged(&env);
+}
+
+/// `check` on a site, as an operator runs it before starting the daemon: the controller that
+/// answered and the scheme that authenticated on success; with a wrong password one failed
+/// row whose hint names the settings, after exactly one handshake at the acceptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_controller_and_the_scheme_of_a_site() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(77).await;
+    let acceptor = Acceptor::start(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
+         [[tenant]]\nname = \"Munich site\"\ncontrollers = [\"{}\"]\nauth = \"ntlm\"\n\
+         user = '{}'\npassword_env = \"SITE_PASSWORD\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("points.lp").display(),
+        acceptor.url(),
+        env.user,
+    );
+    let render = |password: String| {
+        let text = text.clone();
+        async move {
+            let secrets = citrix_harvester::config::SecretSources {
+                env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
+                credentials_dir: None,
+            };
+            let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
+            let report = citrix_harvester::check::run(checked, "site.toml", None).await;
+            (report.passed(), report.render())
+        }
+    };
+    let (passed, table) = render(env.password.clone()).await;
+    assert!(passed, "{table}");
+    assert!(
+        table.contains(&acceptor.url()) && table.contains("ntlm"),
+        "{table}"
+    );
+    let before = n(&acceptor.stats().await["rejected"]);
+    let (passed, table) = render("not-the-password".into()).await;
+    assert!(!passed, "{table}");
+    assert!(table.contains("tenant[0].password_env"), "{table}");
+    let stats = acceptor.stats().await;
+    assert_eq!(
+        n(&stats["rejected"]) - before,
+        1,
+        "one attempt, no retry storm: {stats}"
+    );
+    assert!(!table.contains("not-the-password"), "{table}");
     assert_password_never_logged(&env);
 }
