@@ -108,6 +108,22 @@ fn site_config(
     cfg
 }
 
+/// [`site_config`] with `auth = "negotiate"` against `kdc`, for the SPN the acceptor holds.
+fn negotiate_config(
+    sim: &SimHandle,
+    dir: &Path,
+    acceptor: &Acceptor,
+    env: &Env,
+    kdc: String,
+) -> Config {
+    let mut cfg = site_config(sim, dir, vec![acceptor.url()], env, &env.password);
+    let site = cfg.tenants[0].site.as_mut().unwrap();
+    site.auth = WinAuthKind::Negotiate;
+    site.kdc = Some(kdc);
+    site.spn = Some("HTTP/localhost".into());
+    cfg
+}
+
 async fn once(cfg: &Config) -> Vec<TenantSummary> {
     run(cfg, true, CancellationToken::new())
         .await
@@ -263,11 +279,7 @@ async fn negotiate_with_a_kerberos_ticket_uses_kerberos() {
     let sim = start_site_sim(73).await;
     let acceptor = Acceptor::start(&env, &sim.regional_url());
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
-    let site = cfg.tenants[0].site.as_mut().unwrap();
-    site.auth = WinAuthKind::Negotiate;
-    site.kdc = Some(env.kdc.clone());
-    site.spn = Some("HTTP/localhost".into());
+    let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, env.kdc.clone());
     let s = once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?}");
     assert_complete(dir.path(), &sim);
@@ -292,12 +304,9 @@ async fn negotiate_without_a_ticket_falls_back_to_ntlm() {
     let sim = start_site_sim(74).await;
     let acceptor = Acceptor::start(&env, &sim.regional_url());
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
-    let site = cfg.tenants[0].site.as_mut().unwrap();
-    site.auth = WinAuthKind::Negotiate;
     // No KDC answers: no ticket can be had.
-    site.kdc = Some(format!("tcp://127.0.0.1:{}", closed_port()));
-    site.spn = Some("HTTP/localhost".into());
+    let kdc = format!("tcp://127.0.0.1:{}", closed_port());
+    let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, kdc);
     let s = once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?}");
     assert_complete(dir.path(), &sim);

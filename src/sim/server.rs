@@ -644,12 +644,7 @@ async fn onprem_service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap)
         return r;
     }
     let base = onprem_base(&headers, ctx.local);
-    let value: Vec<_> = ENTITY_SETS
-        .iter()
-        .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
-        .collect();
-    let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
-    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+    service_document_body(state, t, &base)
 }
 
 async fn onprem_monitor(
@@ -699,6 +694,16 @@ async fn onprem_monitor(
     finish_ok(state, t, def.set, rows, body)
 }
 
+/// The OData service document (every entity set) under `base`, cloud or on-premises alike.
+fn service_document_body(state: &State, t: usize, base: &str) -> Response {
+    let value: Vec<_> = ENTITY_SETS
+        .iter()
+        .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
+        .collect();
+    let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
+    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+}
+
 /// `http://<Host header>/monitorodata`: links point wherever the client reached us.
 fn service_base(headers: &HeaderMap, local: SocketAddr) -> String {
     let host = headers
@@ -743,12 +748,7 @@ async fn service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Res
         return r;
     }
     let base = service_base(&headers, ctx.local);
-    let value: Vec<_> = ENTITY_SETS
-        .iter()
-        .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
-        .collect();
-    let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
-    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+    service_document_body(state, t, &base)
 }
 
 async fn monitor(
