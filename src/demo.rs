@@ -64,6 +64,7 @@ pub fn simulated_site(sim: &SimHandle) -> crate::config::SiteConfig {
         proxy: None,
         kdc: None,
         spn: None,
+        key: "demo site ".into(),
         user_key: "demo site user".into(),
         password_key: "demo site password".into(),
     }

@@ -102,6 +102,7 @@ fn site_config(
         .iter()
         .map(|c| format!("{c}/Citrix/Monitor/OData/v4/Data"))
         .collect();
+    site.key = "tenant[0].".into();
     site.user_key = "tenant[0].user".into();
     site.password_key = "tenant[0].password_env".into();
     t.monitor_url = site.controllers[0].clone();
