@@ -509,6 +509,32 @@ async fn an_untrusted_controller_certificate_is_one_clear_error() {
         assert_eq!(d("tls_failures"), 2, "{case}: {stats}");
         assert_eq!(d("requests"), 0, "{case}: {stats}");
     }
+    // `check` says the same, with the setting to fix as its hint.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
+         [[tenant]]\nname = \"TLS site\"\ncontrollers = [\"{}\"]\nuser = '{}'\n\
+         password_env = \"SITE_PASSWORD\"\nca_file = \"{}\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("points.lp").display(),
+        acceptor.url(),
+        env.user,
+        env.tls_dir.join("other-ca.pem").display(),
+    );
+    let password = env.password.clone();
+    let secrets = citrix_harvester::config::SecretSources {
+        env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
+        credentials_dir: None,
+    };
+    let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
+    let report = citrix_harvester::check::run(checked, "site.toml", None).await;
+    let table = report.render();
+    assert!(!report.passed(), "{table}");
+    assert!(
+        table.contains("is not signed by a CA in `tenant[0].ca_file`")
+            && table.contains("fix `tenant[0].ca_file`"),
+        "{table}"
+    );
     assert_password_never_logged(&env);
 }
 
