@@ -61,6 +61,11 @@ pub struct Connector {
 impl Connector {
     /// Reads the site's `ca_file` and proxy (or the environment's proxy variables).
     pub fn new(site: &SiteConfig) -> Result<Connector, String> {
+        Connector::with_env_proxy(site, Matcher::from_env())
+    }
+
+    /// [`Connector::new`] with `env` standing for the environment's proxy variables.
+    fn with_env_proxy(site: &SiteConfig, env: Matcher) -> Result<Connector, String> {
         let ca_key = format!("{}ca_file", site.key);
         let proxy_key = format!("{}proxy", site.key);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -96,7 +101,7 @@ impl Connector {
                 crate::config::check_proxy_url(p).map_err(|why| format!("`{proxy_key}`: {why}"))?;
                 (Matcher::builder().all(p.as_str()).build(), true)
             }
-            None => (Matcher::from_env(), false),
+            None => (env, false),
         };
         Ok(Connector {
             tls: Arc::new(tls),
@@ -357,5 +362,89 @@ async fn read_head(s: &mut TcpStream) -> Result<Vec<u8>, String> {
                 "the answer's head is larger than {MAX_PROXY_ANSWER} bytes"
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn site(proxy: Option<String>) -> SiteConfig {
+        SiteConfig {
+            controllers: vec![],
+            auth: crate::config::WinAuthKind::Ntlm,
+            domain: "CORP".into(),
+            user: "svc".into(),
+            password: crate::secret::Secret::new("pw"),
+            ca_file: None,
+            proxy,
+            kdc: None,
+            spn: None,
+            key: "tenant[0].".into(),
+            user_key: "tenant[0].user".into(),
+            password_key: "tenant[0].password_env".into(),
+        }
+    }
+
+    /// A proxy that answers every CONNECT with 403 and counts the connections it got.
+    async fn refusing_proxy() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = read_head(&mut s).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        (port, hits)
+    }
+
+    /// Without `proxy`, the environment's proxy is used unless NO_PROXY names the controller;
+    /// a refusal names where the proxy came from. With `proxy`, NO_PROXY does not apply.
+    #[tokio::test]
+    async fn the_environments_proxy_applies_unless_no_proxy_or_the_sites_own() {
+        let (pport, hits) = refusing_proxy().await;
+        let controller = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cport = controller.local_addr().unwrap().port();
+        let url = url::Url::parse(&format!("http://127.0.0.1:{cport}/x")).unwrap();
+        let env = |no: &str| {
+            Matcher::builder()
+                .http(format!("http://127.0.0.1:{pport}"))
+                .no(no.to_string())
+                .build()
+        };
+        let c = Connector::with_env_proxy(&site(None), env("")).unwrap();
+        let Err(e) = c.connect(&url).await else {
+            panic!("the proxy refuses")
+        };
+        let text = e.to_string();
+        assert!(matches!(e, ConnError::Setting(_)), "{text}");
+        assert!(
+            text.contains("HTTP 403") && text.contains("HTTP_PROXY"),
+            "{text}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // NO_PROXY: straight to the controller.
+        let c = Connector::with_env_proxy(&site(None), env("127.0.0.1")).unwrap();
+        assert!(c.connect(&url).await.is_ok());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The site's proxy: every controller, and the error names the key.
+        let own = site(Some(format!("http://u:secret@127.0.0.1:{pport}")));
+        let c = Connector::with_env_proxy(&own, env("127.0.0.1")).unwrap();
+        let Err(e) = c.connect(&url).await else {
+            panic!("the proxy refuses")
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("`tenant[0].proxy`") && !text.contains("secret"),
+            "{text}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
