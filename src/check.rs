@@ -474,6 +474,15 @@ async fn check_site(t: &TenantConfig, origin: &TenantOrigin, client: &MonitorCli
                     key("proxy"),
                     key("ca_file")
                 ),
+                MonitorErrorKind::Site(SiteError::Handshake {
+                    error: crate::citrix::winauth::WinAuthError::Setting(_),
+                    ..
+                }) => format!(
+                    "fix `{}` (the CA that issued the controllers' certificates) or `{}` / the \
+                     proxy environment, as the error says",
+                    key("ca_file"),
+                    key("proxy")
+                ),
                 MonitorErrorKind::Site(SiteError::Handshake { .. }) => format!(
                     "check `{}` and `{}` (auth = \"ntlm\" works with every controller; Kerberos \
                      needs the controller's SPN, `{}` for a load-balancer alias)",

@@ -286,6 +286,8 @@ pub struct SiteConfig {
     pub kdc: Option<String>,
     /// The service principal of the controllers; `None`: `HTTP/<controller host>`.
     pub spn: Option<String>,
+    /// The prefix of this site's keys in errors (`tenant[2].`; `ca_file` and `proxy` follow).
+    pub key: String,
     /// Configuration keys shown in errors (`tenant[2].user`, `tenant[2].password_env`).
     pub user_key: String,
     pub password_key: String,
@@ -1114,7 +1116,7 @@ impl RawTenant {
             }
         }
         if let Some(p) = &self.proxy {
-            check_url(&key("proxy"), p)?;
+            check_proxy_url(p).map_err(|why| invalid(key("proxy"), why))?;
         }
         let (password_key, resolved) = resolve_secret(
             &key,
@@ -1159,6 +1161,7 @@ impl RawTenant {
             proxy: self.proxy,
             kdc: self.kdc,
             spn: self.spn.filter(|s| !s.trim().is_empty()),
+            key: prefix.clone(),
             user_key: key("user"),
             password_key,
         };
@@ -1303,6 +1306,34 @@ fn site_id(name: &str) -> String {
     format!("site-{id}")
 }
 
+/// A `site.proxy` the harvester can tunnel through: `http://[user:password@]host[:port]`.
+pub fn check_proxy_url(p: &str) -> Result<(), String> {
+    let u = url::Url::parse(p).map_err(|e| format!("`{}` is not a URL: {e}", redact_proxy(p)))?;
+    if u.scheme() != "http" || u.host_str().is_none() {
+        return Err(format!(
+            "`{}` must be http://host:port (an on-premises site tunnels to its controllers \
+             through the proxy with CONNECT)",
+            redact_proxy(p)
+        ));
+    }
+    Ok(())
+}
+
+/// A proxy URL fit for a message: any password in it replaced by `***`.
+pub fn redact_proxy(p: &str) -> String {
+    match url::Url::parse(p) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => p.to_string(),
+        Err(_) => match p.rfind('@') {
+            Some(at) => format!("***{}", &p[at..]),
+            None => p.to_string(),
+        },
+    }
+}
+
 fn check_url(key: &str, u: &str) -> Result<(), ConfigError> {
     let parsed =
         url::Url::parse(u).map_err(|e| invalid(key, format!("`{u}` is not a URL: {e}")))?;
@@ -1379,6 +1410,23 @@ fn check_max(s: &str, d: Duration) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_proxy_urls_are_checked_and_redacted() {
+        assert!(check_proxy_url("http://proxy.corp.example:3128").is_ok());
+        assert!(check_proxy_url("http://u:p@proxy:3128").is_ok());
+        let e = check_proxy_url("https://u:secret@proxy:3128").unwrap_err();
+        assert!(
+            e.contains("http://host:port") && !e.contains("secret"),
+            "{e}"
+        );
+        assert!(check_proxy_url("socks5://proxy:1080").is_err());
+        assert_eq!(
+            redact_proxy("http://u:secret@proxy:3128"),
+            "http://u:***@proxy:3128/"
+        );
+        assert_eq!(redact_proxy("not a url u:secret@proxy"), "***@proxy");
+    }
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> SecretSources {
         SecretSources {

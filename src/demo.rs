@@ -64,6 +64,7 @@ pub fn simulated_site(sim: &SimHandle) -> crate::config::SiteConfig {
         proxy: None,
         kdc: None,
         spn: None,
+        key: "demo site ".into(),
         user_key: "demo site user".into(),
         password_key: "demo site password".into(),
     }
@@ -148,6 +149,14 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
         sim.regional_url(),
         sim.fallback_url()
     );
+    if let Some(site) = sim.onprem_site() {
+        eprintln!(
+            "On-premises site {}: Delivery Controller {} (NTLM; the simulator does not check \
+             Windows credentials).",
+            site.name,
+            sim.onprem_base_url()
+        );
+    }
     if !opts.incidents.is_empty()
         && let Some(first) = sim.tenants().first()
     {

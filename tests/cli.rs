@@ -55,6 +55,69 @@ fn demo_writes_line_protocol_and_prints_the_table() {
     assert_eq!(total_in_table, logons, "{stdout}");
 }
 
+/// `demo --onprem-site`: one simulated on-premises site beside the cloud tenants, harvested
+/// through its Delivery Controller path; its logons and machines carry its name as `customer`.
+#[test]
+fn demo_shows_an_onprem_site_beside_the_cloud_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.lp");
+    let res = bin()
+        .args(["demo", "--tenants", "1", "--onprem-site", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("On-premises site "))
+        .unwrap_or_else(|| panic!("the demo names its site:\n{stderr}"));
+    let (site, rest) = line["On-premises site ".len()..]
+        .split_once(": Delivery Controller ")
+        .unwrap();
+    assert!(
+        rest.contains("/Citrix/Monitor/OData/v4/Data"),
+        "the site is served on the controller path: {line}"
+    );
+    // Two tenants in the table: the cloud one and the site.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows.iter().any(|r| r.starts_with(site)), "{stdout}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let tag = format!(
+        ",customer={},",
+        site.replace(',', "\\,")
+            .replace('=', "\\=")
+            .replace(' ', "\\ ")
+    );
+    let count = |m: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(m) && l.contains(&tag))
+            .count()
+    };
+    assert!(
+        count("citrix_logon,") > 100,
+        "{} logons of {site}",
+        count("citrix_logon,")
+    );
+    assert!(
+        count("citrix_machine,") > 10,
+        "{} machines of {site}",
+        count("citrix_machine,")
+    );
+    // The cloud tenant wrote its own points under another customer.
+    let others = text
+        .lines()
+        .filter(|l| l.starts_with("citrix_logon,") && !l.contains(&tag))
+        .count();
+    assert!(others > 100, "{others} logons of the cloud tenant");
+}
+
 #[test]
 fn demo_refuses_an_unwritable_output_before_harvesting() {
     // A regular file where the output's directory should be: unwritable even for root.

@@ -19,6 +19,7 @@ use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
 use citrix_harvester::secret::Secret;
 use citrix_harvester::sim::{SimHandle, SimOptions};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
+use common::connect_proxy::ConnectProxy;
 use common::winauth::{Acceptor, Env, closed_port};
 
 /// Every log line of this test binary, whatever thread wrote it.
@@ -102,6 +103,7 @@ fn site_config(
         .iter()
         .map(|c| format!("{c}/Citrix/Monitor/OData/v4/Data"))
         .collect();
+    site.key = "tenant[0].".into();
     site.user_key = "tenant[0].user".into();
     site.password_key = "tenant[0].password_env".into();
     t.monitor_url = site.controllers[0].clone();
@@ -397,5 +399,214 @@ async fn check_reports_the_controller_and_the_scheme_of_a_site() {
         "one attempt, no retry storm: {stats}"
     );
     assert!(!table.contains("not-the-password"), "{table}");
+    assert_password_never_logged(&env);
+}
+
+/// The TCP connections the acceptor accepted for the harvest: its count, less the one its
+/// stats call itself opened (each stats call is a new client).
+fn harvest_connections(stats: &Value) -> u64 {
+    n(&stats["connections"]) - 1
+}
+
+/// `site_config` with the TLS acceptor as the one controller and `ca` (a file of
+/// `env.tls_dir`) as the site's `ca_file`.
+fn tls_config(sim: &SimHandle, dir: &Path, controller: String, env: &Env, ca: &str) -> Config {
+    let mut cfg = site_config(sim, dir, vec![controller], env, &env.password);
+    cfg.tenants[0].site.as_mut().unwrap().ca_file = Some(env.tls_dir.join(ca));
+    cfg
+}
+
+fn entity_errors(s: &[TenantSummary]) -> Vec<String> {
+    s.iter()
+        .flat_map(|t| t.entities.iter().filter_map(|e| e.error.clone()))
+        .collect()
+}
+
+/// NTLM over TLS with the site's private CA: every row, every page its own handshake, and
+/// every handshake its own TCP connection with all of its legs on it (a pooled client would
+/// carry several pages over one kept-alive connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_over_tls_with_the_sites_ca_file_owns_a_connection_per_handshake() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(81).await;
+    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
+    let started = std::time::Instant::now();
+    let s = once(&cfg).await;
+    let took = started.elapsed();
+    assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
+    assert_complete(dir.path(), &sim);
+    let stats = acceptor.stats().await;
+    let pages = sim.stats().tenants.values().next().unwrap().requests;
+    assert_eq!(n(&stats["completed"]), pages, "{stats}");
+    assert_eq!(n(&stats["handshakes"]), pages, "{stats}");
+    assert_eq!(n(&stats["by_protocol"]["ntlm"]), pages, "{stats}");
+    assert_eq!(n(&stats["rejected"]), 0, "{stats}");
+    assert_eq!(n(&stats["tls_failures"]), 0, "{stats}");
+    assert_eq!(harvest_connections(&stats), pages, "{stats}");
+    eprintln!(
+        "NTLM over TLS: {pages} pages, each on its own connection, in {took:?} ({:?} a page)",
+        took / pages.max(1) as u32
+    );
+    assert_password_never_logged(&env);
+}
+
+/// A controller certificate the site cannot trust (an unrelated CA in `ca_file`, or a URL by
+/// IP address where the certificate names `localhost`): one error per entity that names the
+/// site, the controller and what to fix, no retry, and no credentials ever sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_controller_certificate_is_one_clear_error() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let sim = start_site_sim(82).await;
+    let site = sim.onprem_site().unwrap().name;
+    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
+    let by_ip = format!("https://127.0.0.1:{}", acceptor.port);
+    for (case, controller, ca, expect) in [
+        (
+            "unrelated CA",
+            acceptor.url(),
+            "other-ca.pem",
+            "is not signed by a CA in `tenant[0].ca_file`",
+        ),
+        (
+            "wrong name",
+            by_ip.clone(),
+            "ca.pem",
+            "is not issued to 127.0.0.1",
+        ),
+    ] {
+        let before = acceptor.stats().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tls_config(&sim, dir.path(), controller.clone(), &env, ca);
+        let started = std::time::Instant::now();
+        let s = once(&cfg).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case}: fails fast"
+        );
+        assert!(!s[0].ok(), "{case}: {s:?}");
+        let errors = entity_errors(&s);
+        assert_eq!(errors.len(), 2, "{case}: one per entity: {errors:?}");
+        eprintln!("{case}: {}", errors[0]);
+        for e in &errors {
+            assert!(
+                e.contains(&format!("site {site}"))
+                    && e.contains(&controller)
+                    && e.contains(expect),
+                "{case}: {e}"
+            );
+        }
+        let stats = acceptor.stats().await;
+        let d = |k: &str| n(&stats[k]) - n(&before[k]);
+        // One TLS attempt per entity (no retries), and no credentials offered to it.
+        assert_eq!(d("tls_failures"), 2, "{case}: {stats}");
+        assert_eq!(d("requests"), 0, "{case}: {stats}");
+    }
+    // `check` says the same, with the setting to fix as its hint.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
+         [[tenant]]\nname = \"TLS site\"\ncontrollers = [\"{}\"]\nuser = '{}'\n\
+         password_env = \"SITE_PASSWORD\"\nca_file = \"{}\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("points.lp").display(),
+        acceptor.url(),
+        env.user,
+        env.tls_dir.join("other-ca.pem").display(),
+    );
+    let password = env.password.clone();
+    let secrets = citrix_harvester::config::SecretSources {
+        env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
+        credentials_dir: None,
+    };
+    let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
+    let report = citrix_harvester::check::run(checked, "site.toml", None).await;
+    let table = report.render();
+    assert!(!report.passed(), "{table}");
+    assert!(
+        table.contains("is not signed by a CA in `tenant[0].ca_file`")
+            && table.contains("fix `tenant[0].ca_file`"),
+        "{table}"
+    );
+    assert_password_never_logged(&env);
+}
+
+/// Through an HTTP CONNECT proxy that demands an account (from the proxy URL), to a plain-HTTP
+/// and to a TLS controller: every row, one CONNECT to the controller per handshake, the
+/// proxy's password never logged; a wrong proxy password is one error naming `proxy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_through_a_connect_proxy_tunnels_every_handshake() {
+    let _ = logs();
+    let Some(env) = common::winauth::env() else {
+        return;
+    };
+    let account = "proxy-user:Proxy-Secret-7q2";
+    for (case, tls) in [("http controller", false), ("https controller", true)] {
+        let proxy = ConnectProxy::start(Some(account)).await;
+        let sim = start_site_sim(if tls { 84 } else { 83 }).await;
+        let acceptor = if tls {
+            Acceptor::start_tls(&env, &sim.regional_url())
+        } else {
+            Acceptor::start(&env, &sim.regional_url())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
+        cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(account)));
+        let s = once(&cfg).await;
+        assert!(s.iter().all(|s| s.ok()), "{case}: {s:?}");
+        assert_complete(dir.path(), &sim);
+        let stats = acceptor.stats().await;
+        let pages = sim.stats().tenants.values().next().unwrap().requests;
+        assert_eq!(n(&stats["completed"]), pages, "{case}: {stats}");
+        let seen = proxy.seen();
+        let target = acceptor
+            .url()
+            .split_once("://")
+            .map(|(_, hp)| hp.to_string())
+            .unwrap();
+        assert_eq!(seen.len() as u64, pages, "{case}: one CONNECT a handshake");
+        for x in &seen {
+            assert!(x.connect && x.target == target, "{case}: {x:?}");
+            assert_eq!(x.credentials.as_deref(), Some(account), "{case}");
+            assert_eq!(x.status, 200, "{case}");
+        }
+        assert_eq!(harvest_connections(&stats), pages, "{case}: {stats}");
+    }
+    // The wrong proxy password: 407, one attempt per entity, nothing reaches the controller.
+    let proxy = ConnectProxy::start(Some(account)).await;
+    let sim = start_site_sim(85).await;
+    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
+    let wrong = "proxy-user:Not-The-Proxy-Secret";
+    cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(wrong)));
+    let s = once(&cfg).await;
+    assert!(!s[0].ok(), "{s:?}");
+    let errors = entity_errors(&s);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    eprintln!("wrong proxy password: {}", errors[0]);
+    for e in &errors {
+        assert!(
+            e.contains("HTTP 407")
+                && e.contains("rejected the credentials")
+                && e.contains("`tenant[0].proxy`")
+                && !e.contains("Not-The-Proxy-Secret"),
+            "{e}"
+        );
+    }
+    assert_eq!(proxy.seen().len(), 2, "{:?}", proxy.seen());
+    assert_eq!(n(&acceptor.stats().await["requests"]), 0);
+    let text = log_text();
+    assert!(
+        !text.contains("Proxy-Secret") && !text.contains("Not-The-Proxy-Secret"),
+        "a proxy password appears in a log line"
+    );
     assert_password_never_logged(&env);
 }

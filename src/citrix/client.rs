@@ -205,9 +205,9 @@ impl MonitorClient {
                 citrix.token_timeout,
             )),
             Some(site) => {
-                let http = crate::citrix::winauth::site_http_client(site, citrix.request_timeout)
+                let connector = crate::citrix::conn::Connector::new(site)
                     .map_err(|e| format!("site {}: {e}", tenant.name))?;
-                AuthSource::Site(Site::new(&tenant.name, site.clone(), http, interval))
+                AuthSource::Site(Site::new(&tenant.name, site.clone(), connector, interval))
             }
         };
         Ok(MonitorClient {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::citrix::conn::Connector;
 use crate::citrix::winauth::{self, Answer, Authenticated, WinAuthError};
 use crate::config::SiteConfig;
 
@@ -75,7 +76,8 @@ pub struct SiteStats {
 pub struct Site {
     tenant: String,
     cfg: SiteConfig,
-    http: reqwest::Client,
+    /// Boxed: keeps a site near the size of a cloud tenant's token source.
+    connector: Box<Connector>,
     /// Index of the controller that answered last.
     healthy: AtomicUsize,
     /// When the credentials were last rejected.
@@ -88,7 +90,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(tenant: &str, cfg: SiteConfig, http: reqwest::Client, backoff: Duration) -> Self {
+    pub fn new(tenant: &str, cfg: SiteConfig, connector: Connector, backoff: Duration) -> Self {
         for c in &cfg.controllers {
             if c.starts_with("http://") {
                 tracing::warn!(tenant, controller = %c,
@@ -100,7 +102,7 @@ impl Site {
         Site {
             tenant: tenant.to_string(),
             cfg,
-            http,
+            connector: Box::new(connector),
             healthy: AtomicUsize::new(0),
             rejected_at: Mutex::new(None),
             backoff,
@@ -157,7 +159,7 @@ impl Site {
             };
             let began = Instant::now();
             self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-            match winauth::get(&self.http, &self.cfg, &target).await {
+            match winauth::get(&self.connector, &self.cfg, &target).await {
                 Ok(Answer {
                     response,
                     authenticated,

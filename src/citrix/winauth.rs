@@ -1,10 +1,11 @@
 //! Windows authentication of one Monitor request to an on-premises Delivery Controller: the
 //! NTLM or Negotiate (Kerberos, else NTLM) handshake over HTTP, driven by the pure-Rust `sspi`
 //! crate. The controller's HTTP.sys listener re-authenticates every request and binds NTLM's
-//! legs to one TCP connection, so each request is a whole handshake on a client that keeps a
-//! single idle connection per host and sends its legs strictly one after the other, with every
-//! 401 body drained. It owns the handshake only: which controller, retries, lockout backoff
-//! and logging are the site's (site.rs); it never logs or returns the password.
+//! legs to one TCP connection, so each request is a whole handshake on a connection of its own
+//! (conn.rs: plain or TLS, direct or through a proxy's CONNECT tunnel), its legs sent strictly
+//! one after the other with every 401 body drained. It owns the handshake only: which
+//! controller, retries, lockout backoff and logging are the site's (site.rs); it never logs or
+//! returns the password.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -20,6 +21,7 @@ use sspi::{
     network_client::NetworkProtocol,
 };
 
+use crate::citrix::conn::{ConnError, Connector, Pinned};
 use crate::config::{SiteConfig, WinAuthKind};
 
 /// A KDC answer (a ticket) is a few KB; anything above this is not one.
@@ -68,8 +70,22 @@ pub enum WinAuthError {
     /// The server broke the protocol (no challenge, a challenge that is not base64, too many legs).
     #[error("{0}")]
     Protocol(String),
+    /// The controller could not be reached or broke the connection (another one may answer).
     #[error("request failed: {0}")]
     Transport(String),
+    /// A setting keeps every request from reaching the controller (its CA, the proxy or the
+    /// proxy's credentials); the message names it. Not retried.
+    #[error("{0}")]
+    Setting(String),
+}
+
+impl From<ConnError> for WinAuthError {
+    fn from(e: ConnError) -> Self {
+        match e {
+            ConnError::Transport(why) => WinAuthError::Transport(why),
+            ConnError::Setting(why) => WinAuthError::Setting(why),
+        }
+    }
 }
 
 /// The final answer of an authenticated request (not a 401) and which package signed it.
@@ -78,43 +94,20 @@ pub struct Answer {
     pub authenticated: Authenticated,
 }
 
-/// The HTTP client of one site: one idle connection per host, HTTP/1.1 (NTLM binds its legs to
-/// a connection), no redirects, TLS verification on with the site's private CA if any.
-pub fn site_http_client(site: &SiteConfig, timeout: Duration) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")))
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .pool_idle_timeout(Duration::from_secs(30));
-    if let Some(path) = &site.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        b = b.tls_certs_merge(certs);
-    }
-    if let Some(p) = &site.proxy {
-        b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy `{p}`: {e}"))?);
-    }
-    b.build().map_err(|e| crate::citrix::auth::error_chain(&e))
-}
-
 /// GETs `url` with a full handshake of the site's scheme. For `negotiate`, a failure to get a
 /// Kerberos ticket falls back to NTLM inside SPNEGO (sspi) and, when even that cannot start, to
 /// raw NTLM: a client that only offers Negotiate fails where NTLM would work.
 pub async fn get(
-    http: &reqwest::Client,
+    connector: &Connector,
     site: &SiteConfig,
     url: &str,
 ) -> Result<Answer, WinAuthError> {
     match site.auth {
-        WinAuthKind::Ntlm => handshake(http, site, url, Package::Ntlm).await,
-        WinAuthKind::Negotiate => match handshake(http, site, url, Package::Negotiate).await {
+        WinAuthKind::Ntlm => handshake(connector, site, url, Package::Ntlm).await,
+        WinAuthKind::Negotiate => match handshake(connector, site, url, Package::Negotiate).await {
             Err(WinAuthError::Client { why, .. }) => {
                 tracing::debug!(url, why = %why, "Negotiate could not start; using NTLM.");
-                handshake(http, site, url, Package::Ntlm).await
+                handshake(connector, site, url, Package::Ntlm).await
             }
             other => other,
         },
@@ -137,7 +130,7 @@ impl Package {
 }
 
 async fn handshake(
-    http: &reqwest::Client,
+    connector: &Connector,
     site: &SiteConfig,
     url: &str,
     package: Package,
@@ -147,9 +140,10 @@ async fn handshake(
     let target = target_name(site, url)?;
     let mut ctx = SecurityContext::new(site, package).map_err(client_err)?;
     let mut input: Option<Vec<u8>> = None;
-    // Plain HTTP without a proxy (the controller's default): one TCP connection owned here for
-    // the whole handshake, so NTLM's legs cannot land on different connections.
-    let mut pinned = pinned_connection(site, url).await?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| WinAuthError::Protocol(format!("`{url}` is not a URL: {e}")))?;
+    // One connection for the whole handshake, so NTLM's legs cannot land on different ones.
+    let mut conn = connector.connect(&parsed).await?;
     for _ in 0..MAX_LEGS {
         let (leg, back) = step_blocking(ctx, target.clone(), input.take()).await;
         ctx = back;
@@ -159,16 +153,7 @@ async fn handshake(
             "{scheme} {}",
             base64::engine::general_purpose::STANDARD.encode(&token)
         );
-        let resp = match pinned.as_mut() {
-            Some(conn) => send_pinned(conn, url, &header).await?,
-            None => http
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, header)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| WinAuthError::Transport(crate::citrix::auth::error_chain(&e)))?,
-        };
+        let resp = send_pinned(&mut conn, &parsed, &header).await?;
         let server_token = challenge_token(resp.headers(), scheme)?;
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             // Mutual authentication: Kerberos' answer proves the controller knows its key.
@@ -196,14 +181,6 @@ async fn handshake(
         // Read the 401 to its end: a body left unread would close the connection the next leg
         // must use.
         let _ = crate::body::read_prefix(resp, MAX_CHALLENGE_BODY).await;
-        if pinned.is_none() {
-            // reqwest's pool gets the drained connection back from a task of its own; let it
-            // run before the next leg asks for one, or that leg would open a second connection
-            // (NTLM's Type-3 there is a 401). reqwest cannot pin a connection (README).
-            for _ in 0..8 {
-                tokio::task::yield_now().await;
-            }
-        }
         match server_token {
             Some(t) if !last_leg => input = Some(t),
             _ => return Err(WinAuthError::Rejected { scheme }),
@@ -214,43 +191,13 @@ async fn handshake(
     )))
 }
 
-type Pinned = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
-/// A connection of its own for an `http://` controller when no proxy is set; `None` otherwise
-/// (TLS and proxies go through the site's reqwest client).
-async fn pinned_connection(site: &SiteConfig, url: &str) -> Result<Option<Pinned>, WinAuthError> {
-    let Ok(u) = url::Url::parse(url) else {
-        return Ok(None);
-    };
-    if u.scheme() != "http" || site.proxy.is_some() {
-        return Ok(None);
-    }
-    let host = u.host_str().unwrap_or_default().to_string();
-    let port = u.port_or_known_default().unwrap_or(80);
-    let transport = |e: String| WinAuthError::Transport(format!("{host}:{port}: {e}"));
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    let stream = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| transport("connect timed out after 10 s".into()))?
-        .map_err(|e| transport(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(crate::citrix::auth::error_chain(&e)))?;
-    // Ends when the connection closes (the sender and the last response are dropped).
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(Some(sender))
-}
-
+/// One leg on the handshake's connection; the response is handed out as reqwest's type so
+/// that the Monitor client reads every answer the same way.
 async fn send_pinned(
     conn: &mut Pinned,
-    url: &str,
+    u: &url::Url,
     authorization: &str,
 ) -> Result<reqwest::Response, WinAuthError> {
-    let u = url::Url::parse(url).map_err(|e| WinAuthError::Protocol(e.to_string()))?;
     let host = match u.port() {
         Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
         None => u.host_str().unwrap_or_default().to_string(),

@@ -704,15 +704,23 @@ fn service_document_body(state: &State, t: usize, base: &str) -> Response {
     finish_ok(state, t, "", 0, body.to_string().into_bytes())
 }
 
-/// `http://<Host header>/monitorodata`: links point wherever the client reached us.
+/// `http://<Host header>/monitorodata`: links point wherever the client reached us; `https`
+/// when a TLS-terminating front (the tests' HTTPS acceptor) says so in `X-Forwarded-Proto`.
 fn service_base(headers: &HeaderMap, local: SocketAddr) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .filter(|h| !h.is_empty());
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
     match host {
-        Some(h) => format!("http://{h}/monitorodata"),
-        None => format!("http://{local}/monitorodata"),
+        Some(h) => format!("{scheme}://{h}/monitorodata"),
+        None => format!("{scheme}://{local}/monitorodata"),
     }
 }
 

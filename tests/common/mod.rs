@@ -5,6 +5,7 @@
 //! with `CI=true` a missing server is a failure, never a skip.
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod connect_proxy;
 pub mod hostile;
 pub mod proxy;
 pub mod sim;

@@ -16,6 +16,8 @@ pub struct Env {
     pub user: String,
     pub password: String,
     pub kdc: String,
+    /// ca.pem, server.pem/.key (for `localhost`) and other-ca.pem.
+    pub tls_dir: std::path::PathBuf,
 }
 
 pub fn env() -> Option<Env> {
@@ -26,18 +28,22 @@ pub fn env() -> Option<Env> {
         get("CH_TEST_WINAUTH_USER"),
         get("CH_TEST_WINAUTH_PASSWORD"),
         get("CH_TEST_KDC_URL"),
+        get("CH_TEST_TLS_DIR"),
     ) {
-        (Some(python), Some(script), Some(user), Some(password), Some(kdc)) => Some(Env {
-            python,
-            script,
-            user,
-            password,
-            kdc,
-        }),
+        (Some(python), Some(script), Some(user), Some(password), Some(kdc), Some(tls)) => {
+            Some(Env {
+                python,
+                script,
+                user,
+                password,
+                kdc,
+                tls_dir: tls.into(),
+            })
+        }
         _ => {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!(
-                    "CH_TEST_WINAUTH_* / CH_TEST_KDC_URL are not set: the NTLM and Kerberos \
+                    "CH_TEST_WINAUTH_* / CH_TEST_KDC_URL / CH_TEST_TLS_DIR are not set: the NTLM and Kerberos \
                      acceptors are required in CI; run tests/run-with-servers.sh"
                 );
             }
@@ -54,15 +60,31 @@ pub fn env() -> Option<Env> {
 pub struct Acceptor {
     child: Child,
     pub port: u16,
+    /// Serving HTTPS with the certificate of `localhost` signed by `tls_dir/ca.pem`.
+    tls: Option<std::path::PathBuf>,
 }
 
 impl Acceptor {
     /// Starts the acceptor in front of `upstream` (`http://127.0.0.1:PORT` of the simulator).
     pub fn start(env: &Env, upstream: &str) -> Acceptor {
-        let mut child = Command::new(&env.python)
-            .arg(&env.script)
-            .arg("--upstream")
-            .arg(upstream)
+        Acceptor::spawn(env, upstream, false)
+    }
+
+    /// The acceptor serving HTTPS (certificate for `localhost`, issued by `ca.pem`).
+    pub fn start_tls(env: &Env, upstream: &str) -> Acceptor {
+        Acceptor::spawn(env, upstream, true)
+    }
+
+    fn spawn(env: &Env, upstream: &str, tls: bool) -> Acceptor {
+        let mut cmd = Command::new(&env.python);
+        cmd.arg(&env.script).arg("--upstream").arg(upstream);
+        if tls {
+            cmd.arg("--tls-cert")
+                .arg(env.tls_dir.join("server.pem"))
+                .arg("--tls-key")
+                .arg(env.tls_dir.join("server.key"));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,16 +98,32 @@ impl Acceptor {
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("acceptor said `{line}`"));
-        Acceptor { child, port }
+        Acceptor {
+            child,
+            port,
+            tls: tls.then(|| env.tls_dir.clone()),
+        }
     }
 
-    /// `http://127.0.0.1:PORT`: a controller URL (the harvester adds the Monitor path).
+    /// A controller URL (the harvester adds the Monitor path): `http://127.0.0.1:PORT`, or
+    /// `https://localhost:PORT` (the name in the certificate) when serving HTTPS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("http://127.0.0.1:{}", self.port),
+            Some(_) => format!("https://localhost:{}", self.port),
+        }
     }
 
     pub async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/_stats", self.url()))
+        let mut b = reqwest::Client::builder().no_proxy();
+        if let Some(dir) = &self.tls {
+            let pem = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
+            b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("CA"));
+        }
+        b.build()
+            .unwrap()
+            .get(format!("{}/_stats", self.url()))
+            .send()
             .await
             .expect("stats")
             .json()

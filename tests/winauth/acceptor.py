@@ -4,15 +4,22 @@ It stands in for a Delivery Controller's HTTP.sys listener: HTTP/1.1 with keep-a
 offering `Negotiate` and `NTLM`, one pyspnego acceptor context per TCP connection (NTLM's legs
 are bound to one connection), and a full handshake for every request (Microsoft's default,
 `UnsafeConnectionNtlmAuthentication = false`). An authenticated request is forwarded to the
-upstream simulator with its Host header kept, so the simulator's nextLinks lead back here.
+upstream simulator with its Host header kept (and, over TLS, `X-Forwarded-Proto: https`), so
+the simulator's nextLinks lead back here.
 
 NTLM users come from the file named by NTLM_USER_FILE (`DOMAIN:USER:PASSWORD` lines); Kerberos
 needs KRB5_CONFIG and KRB5_KTNAME (a keytab with HTTP/<hostname>).
 
-Not authenticated: GET /_stats (JSON counters: handshakes started, completed, rejected, by
-protocol, the principals seen) and POST /_stats/reset. Usage:
+With --tls-cert/--tls-key it serves HTTPS instead (the TLS handshake runs in the
+connection's own thread; one that fails, e.g. because the client does not trust the
+certificate, is counted as `tls_failures`).
+
+Not authenticated: GET /_stats (JSON counters: TCP connections accepted, TLS handshakes
+failed, handshakes started, completed, rejected, by protocol, the principals seen) and POST
+/_stats/reset. Usage:
 
     acceptor.py --upstream http://127.0.0.1:PORT [--hostname localhost]
+                [--tls-cert server.pem --tls-key server.key]
 
 It listens on 127.0.0.1 (an ephemeral port) and prints `PORT <n>` on stdout when ready.
 """
@@ -23,6 +30,7 @@ import http.client
 import http.server
 import json
 import socketserver
+import ssl
 import sys
 import threading
 
@@ -34,6 +42,8 @@ STATS_LOCK = threading.Lock()
 
 def fresh_stats():
     return {
+        "connections": 0,  # TCP connections accepted
+        "tls_failures": 0,  # TLS handshakes that failed
         "requests": 0,
         "handshakes": 0,  # first tokens seen: one per authentication attempt
         "completed": 0,
@@ -57,11 +67,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream = None
     hostname = "localhost"
+    tls = None  # an ssl.SSLContext when serving HTTPS
 
     def log_message(self, fmt, *args):  # quiet; counters tell the story
         pass
 
     def setup(self):
+        bump("connections")
+        if self.tls is not None:
+            self.request.settimeout(30)
+            try:
+                self.request = self.tls.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLError, OSError):
+                bump("tls_failures")
+                raise
         super().setup()
         self.ctx = None
 
@@ -147,6 +166,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(self.upstream[0], self.upstream[1], timeout=60)
         try:
             headers = {"Host": self.headers.get("Host", ""), "Accept": "application/json"}
+            if self.tls is not None:  # the simulator's nextLinks then say https
+                headers["X-Forwarded-Proto"] = "https"
             conn.request("GET", self.path, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
@@ -161,11 +182,16 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):  # counted, not printed
+        pass
+
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the simulator")
     p.add_argument("--hostname", default="localhost", help="host part of the HTTP/ SPN")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     a = p.parse_args()
     up = a.upstream.removeprefix("http://").rstrip("/")
     host, _, port = up.partition(":")
@@ -173,6 +199,10 @@ def main():
         sys.exit("loopback upstreams only")
     Handler.upstream = (host, int(port))
     Handler.hostname = a.hostname
+    if a.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(a.tls_cert, a.tls_key)
+        Handler.tls = tls
     srv = Server(("127.0.0.1", 0), Handler)
     print(f"PORT {srv.server_address[1]}", flush=True)
     try:

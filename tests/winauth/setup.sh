@@ -4,7 +4,9 @@
 #     `krb5` binding, built against Debian's libkrb5-dev), reused when it already exists;
 #   - an NTLM user file (NTLM_USER_FILE) with the harvester's service account;
 #   - Debian's MIT krb5 KDC with a private realm HARVEST.TEST on 127.0.0.1:<free port> (TCP),
-#     the same account (pre-authentication required, as in AD) and HTTP/localhost in a keytab.
+#     the same account (pre-authentication required, as in AD) and HTTP/localhost in a keytab;
+#   - a throwaway CA with a server certificate for `localhost` (no IP address in it) and a
+#     second, unrelated CA, for the acceptor's HTTPS mode (CH_TEST_TLS_DIR).
 # Usage: setup.sh WORKDIR KDC_PORT — writes WORKDIR/winauth.env (lines to `source`) and
 # WORKDIR/krb5kdc.pid; the caller stops the KDC. Prints the duration of each step.
 set -euo pipefail
@@ -34,6 +36,7 @@ install_packages() {
   command -v kadmin.local >/dev/null 2>&1 || [ -x /usr/sbin/kadmin.local ] || missing+=(krb5-admin-server)
   [ -f /usr/include/krb5.h ] || [ -f /usr/include/krb5/krb5.h ] || missing+=(libkrb5-dev)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   /usr/bin/python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing from Debian's packages: ${missing[*]}"
@@ -103,10 +106,31 @@ CONF
   return 1
 }
 
+# ca.pem signs server.pem (CN and SAN localhost, valid for two days); other-ca.pem signs nothing
+# the acceptor serves.
+make_certs() {
+  local dir=$work/tls
+  mkdir -p "$dir"
+  local ca
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=citrix-harvester test $ca" -keyout "$dir/$ca.key" -out "$dir/$ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      2>/dev/null
+  done
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf '%s\n' subjectAltName=DNS:localhost basicConstraints=CA:FALSE \
+    keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+}
+
 timed install_packages
 timed make_venv
 printf '%s:%s:%s\n' "$realm" "$user" "$password" >"$work/ntlm-users"
 timed make_realm "$port"
+timed make_certs
 
 cat >"$work/winauth.env" <<ENV
 export CH_TEST_WINAUTH_PYTHON=$venv/bin/python
@@ -115,6 +139,7 @@ export NTLM_USER_FILE=$work/ntlm-users
 export KRB5_CONFIG=$work/krb5/krb5.conf
 export KRB5_KTNAME=$work/krb5/http.keytab
 export CH_TEST_KDC_URL=tcp://127.0.0.1:$port
+export CH_TEST_TLS_DIR=$work/tls
 export CH_TEST_WINAUTH_USER='$realm\\$user'
 export CH_TEST_WINAUTH_PASSWORD=$password
 ENV
