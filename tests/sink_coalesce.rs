@@ -376,3 +376,93 @@ async fn refusals_in_a_coalesced_request_are_counted_in_their_own_write() {
     });
     assert!(shared, "no request carried all four writes: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_an_outage_are_spooled_each_with_its_own_count_then_replayed_once() {
+    const WRITERS: usize = 100;
+    const LINES: usize = 10;
+    let away = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let answered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (aw, an) = (away.clone(), answered.clone());
+    let (url, _seen) = server(move |lines, _| {
+        if aw.load(Ordering::SeqCst) {
+            return Answer {
+                wait: Duration::ZERO,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: "down for maintenance".into(),
+            };
+        }
+        let mut a = an.lock().unwrap();
+        for l in lines {
+            *a.entry(tag(l, "id").unwrap().to_owned()).or_default() += 1;
+        }
+        Answer {
+            wait: Duration::ZERO,
+            status: StatusCode::NO_CONTENT,
+            body: String::new(),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = v2(&url);
+    cfg.batch_size = 40;
+    cfg.retry_max_elapsed = Duration::from_millis(300);
+    cfg.state_dir = Some(dir.path().to_path_buf());
+    let sink = Sink::new(cfg).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let replay = sink.start_replay(cancel.clone()).unwrap();
+    let points = |w: usize| -> Vec<Point> {
+        (0..LINES)
+            .map(|j| {
+                Point::new("m", (w * LINES + j) as i64)
+                    .tag("id", format!("{w}_{j}"))
+                    .field("v", 1i64)
+            })
+            .collect()
+    };
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (sink, pts) = (sink.clone(), points(w));
+        tasks.push(tokio::spawn(async move { sink.write(&pts).await }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            WriteReport {
+                spooled: LINES,
+                ..WriteReport::default()
+            }
+        );
+    }
+    assert_eq!(sink.stats().spooled_points, (WRITERS * LINES) as u64);
+    assert!(answered.lock().unwrap().is_empty());
+    away.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink.stats().replayed_points < (WRITERS * LINES) as u64 || sink.stats().spool_bytes > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not replayed: {:?}",
+            sink.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once drained, writes go straight to the server again.
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after = points(WRITERS);
+        let r = sink.write(&after).await.unwrap();
+        if r.written == LINES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    replay.await.unwrap();
+    let answered = answered.lock().unwrap();
+    assert_eq!(answered.len(), (WRITERS + 1) * LINES, "{after:?}");
+    let twice: Vec<_> = answered
+        .iter()
+        .filter(|(id, n)| **n != 1 && !id.starts_with(&format!("{WRITERS}_")))
+        .collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}

@@ -146,6 +146,33 @@ impl Submission {
     }
 }
 
+/// The pieces of a request not settled yet; dropping it settles them as failed.
+struct Unsettled<'a> {
+    engine: &'a Engine,
+    pieces: Vec<(Arc<Submission>, usize)>,
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if self.pieces.is_empty() {
+            return;
+        }
+        let e = SinkError::Stopped(
+            "the write request ended before its answer (a panic, or the runtime shut down)".into(),
+        );
+        tracing::error!(sink = %self.engine.description, writes = self.pieces.len(), error = %e,
+            "write request ended without an answer; its writes fail (not acknowledged)");
+        for (sub, lines) in self.pieces.drain(..) {
+            sub.settle(
+                self.engine,
+                &WriteReport::default(),
+                lines,
+                Fate::Failed(&e),
+            );
+        }
+    }
+}
+
 /// What happened to the lines being settled, beyond the report.
 enum Fate<'a> {
     Done,
@@ -321,6 +348,14 @@ impl Engine {
             pieces,
             to_spool,
         } = req;
+        // A panic (or the runtime going away) must not leave a caller waiting forever.
+        let mut guard = Unsettled {
+            engine: self,
+            pieces: pieces
+                .iter()
+                .map(|p| (p.sub.clone(), p.lines.len()))
+                .collect(),
+        };
         let mut reports = vec![WriteReport::default(); pieces.len()];
         // Per piece: the request's line ranges that go to the spool.
         let mut spool_lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); pieces.len()];
@@ -394,6 +429,7 @@ impl Engine {
                 _ if n > 0 => Fate::SpoolFull(n),
                 _ => Fate::Done,
             });
+        guard.pieces.clear();
         for ((p, r), fate) in pieces.iter().zip(&reports).zip(fates) {
             p.sub.settle(self, r, p.lines.len(), fate);
         }
