@@ -56,6 +56,12 @@ struct Queued {
     next: usize,
 }
 
+impl Queued {
+    fn line_start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+}
+
 /// One `write_encoded` call, shared by the requests that carry its lines.
 struct Submission {
     tenant: Option<String>,
@@ -280,30 +286,26 @@ impl Engine {
 
     /// Takes the next request's lines from the front of the queue.
     fn take(&self) -> Option<Request> {
-        let mut req = Request {
-            buf: Vec::new(),
-            ends: Vec::new(),
-            pieces: Vec::new(),
-            to_spool: self.spool.as_ref().is_some_and(|s| s.is_active()),
-        };
+        let to_spool = self.spool.as_ref().is_some_and(|s| s.is_active());
         let mut abandoned = Vec::new();
-        {
+        let req = {
             let mut q = self.queue();
-            while let Some(front) = q.front_mut() {
-                if front.sub.has_failed() {
-                    // An earlier request of this call failed for good: the call fails, the
-                    // rest of its lines are not sent (as when each call sent its own).
-                    let left = front.ends.len() - front.next;
-                    let gone = q.pop_front().expect("present");
-                    abandoned.push((gone.sub, left));
-                    continue;
+            // A write an earlier request of which failed for good fails as a whole: the rest
+            // of its lines are not sent (as when each write sent its own requests).
+            q.retain(|item| {
+                if item.sub.has_failed() {
+                    abandoned.push((item.sub.clone(), item.ends.len() - item.next));
+                    return false;
                 }
-                let line_start = |i: usize| if i == 0 { 0 } else { front.ends[i - 1] };
-                let first = front.next;
-                let (mut size, mut count) = (req.buf.len(), req.ends.len());
-                let mut i = first;
-                while i < front.ends.len() {
-                    let len = front.ends[i] - line_start(i);
+                true
+            });
+            // First the plan (which lines of which writes), so the request is allocated once.
+            let mut plan: Vec<(usize, Range<usize>)> = Vec::new();
+            let (mut size, mut count) = (0usize, 0usize);
+            for (k, item) in q.iter().enumerate() {
+                let mut i = item.next;
+                while i < item.ends.len() {
+                    let len = item.ends[i] - item.line_start(i);
                     if count >= self.batch_size || (count > 0 && size + len > self.batch_bytes) {
                         break;
                     }
@@ -311,29 +313,40 @@ impl Engine {
                     count += 1;
                     i += 1;
                 }
-                if i > first {
-                    let from = line_start(first);
-                    let base = req.buf.len();
-                    req.buf
-                        .extend_from_slice(&front.buf[from..front.ends[i - 1]]);
-                    let at = req.ends.len();
-                    req.ends
-                        .extend(front.ends[first..i].iter().map(|e| e - from + base));
-                    req.pieces.push(Piece {
-                        sub: front.sub.clone(),
-                        lines: at..req.ends.len(),
-                    });
-                    front.next = i;
+                if i > item.next {
+                    plan.push((k, item.next..i));
                 }
-                if front.next < front.ends.len() {
+                if i < item.ends.len() || count >= self.batch_size || size >= self.batch_bytes {
                     break; // the request is full
                 }
-                q.pop_front();
-                if req.ends.len() >= self.batch_size || req.buf.len() >= self.batch_bytes {
-                    break;
-                }
             }
-        }
+            let mut req = Request {
+                buf: Vec::with_capacity(size),
+                ends: Vec::with_capacity(count),
+                pieces: Vec::with_capacity(plan.len()),
+                to_spool,
+            };
+            for (k, lines) in plan {
+                let item = &mut q[k];
+                let from = item.line_start(lines.start);
+                let base = req.buf.len();
+                req.buf
+                    .extend_from_slice(&item.buf[from..item.ends[lines.end - 1]]);
+                let at = req.ends.len();
+                req.ends
+                    .extend(item.ends[lines.clone()].iter().map(|e| e - from + base));
+                req.pieces.push(Piece {
+                    sub: item.sub.clone(),
+                    lines: at..req.ends.len(),
+                });
+                item.next = lines.end;
+            }
+            // The plan covers a prefix of the queue: what it took whole is at the front.
+            while q.front().is_some_and(|f| f.next == f.ends.len()) {
+                q.pop_front();
+            }
+            req
+        };
         for (sub, left) in abandoned {
             sub.settle(self, &WriteReport::default(), left, Fate::Done);
         }
