@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 use crate::shard::Shard;
-use crate::sink::{SinkConfig, SinkKind};
+use crate::sink::{Concurrency, SinkConfig, SinkKind};
 
 /// Where the regional token host is, per Citrix Cloud region (citrix-monitor-api.md §1.3).
 /// `region` picks the token URL and the Monitor base URL; each can be overridden.
@@ -139,6 +139,17 @@ struct RawOutput {
     proxy: Option<String>,
     buffer_limit: Option<u64>,
     deadletter_limit: Option<u64>,
+    concurrency: Option<RawConcurrency>,
+    max_concurrency: Option<usize>,
+    queue_bytes: Option<usize>,
+}
+
+/// `output.concurrency`: "adaptive" or a number (from the environment it arrives as either).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawConcurrency {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -868,8 +879,47 @@ impl RawOutput {
         if batch_size == 0 {
             return Err(invalid("output.batch_size", "must be >= 1"));
         }
+        let max = self.max_concurrency.unwrap_or(match d.concurrency {
+            Concurrency::Adaptive { max } => max,
+            Concurrency::Fixed(n) => n,
+        });
+        if max == 0 {
+            return Err(invalid("output.max_concurrency", "must be >= 1"));
+        }
+        let fixed = |n: i64| match usize::try_from(n) {
+            Ok(n) if n >= 1 => Ok(Concurrency::Fixed(n)),
+            _ => Err(invalid(
+                "output.concurrency",
+                format!("{n} is not \"adaptive\" or a number >= 1"),
+            )),
+        };
+        let concurrency = match self.concurrency {
+            None => Concurrency::Adaptive { max },
+            Some(RawConcurrency::Number(n)) => fixed(n)?,
+            Some(RawConcurrency::Text(t)) if t.trim().eq_ignore_ascii_case("adaptive") => {
+                Concurrency::Adaptive { max }
+            }
+            Some(RawConcurrency::Text(t)) => match t.trim().parse::<i64>() {
+                Ok(n) => fixed(n)?,
+                Err(_) => {
+                    return Err(invalid(
+                        "output.concurrency",
+                        format!("{t:?} is not \"adaptive\" or a number >= 1"),
+                    ));
+                }
+            },
+        };
+        let queue_bytes = self.queue_bytes.unwrap_or(d.queue_bytes);
+        if queue_bytes == 0 || queue_bytes > u32::MAX as usize {
+            return Err(invalid(
+                "output.queue_bytes",
+                format!("must be between 1 and {} bytes", u32::MAX),
+            ));
+        }
         let sink = SinkConfig {
             kind,
+            concurrency,
+            queue_bytes,
             gzip: self.gzip.unwrap_or(d.gzip),
             batch_size,
             batch_bytes: self.batch_bytes.unwrap_or(d.batch_bytes),
@@ -1597,6 +1647,44 @@ region = "eu"
     }
 
     #[test]
+    fn output_concurrency_is_adaptive_by_default_or_fixed() {
+        let s = env(&[("CONTOSO_SECRET", "x")]);
+        let with = |extra: &str| MINIMAL.replace("[output]\n", &format!("[output]\n{extra}\n"));
+        let c = Config::from_toml_str(MINIMAL, &s).unwrap();
+        assert_eq!(c.output.concurrency, Concurrency::Adaptive { max: 32 });
+        assert_eq!(c.output.queue_bytes, 32 << 20);
+        let c = Config::from_toml_str(&with("concurrency = \"adaptive\"\nmax_concurrency = 8"), &s)
+            .unwrap();
+        assert_eq!(c.output.concurrency, Concurrency::Adaptive { max: 8 });
+        let c = Config::from_toml_str(&with("concurrency = 4"), &s).unwrap();
+        assert_eq!(c.output.concurrency, Concurrency::Fixed(4));
+        // From the environment a number may arrive as text.
+        let c =
+            Config::from_toml_str(&with("concurrency = \"6\"\nqueue_bytes = 1000"), &s).unwrap();
+        assert_eq!(c.output.concurrency, Concurrency::Fixed(6));
+        assert_eq!(c.output.queue_bytes, 1000);
+        for bad in [
+            "concurrency = 0",
+            "concurrency = -3",
+            "concurrency = \"fast\"",
+        ] {
+            assert_eq!(
+                err_key(Config::from_toml_str(&with(bad), &s)),
+                "output.concurrency",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            err_key(Config::from_toml_str(&with("max_concurrency = 0"), &s)),
+            "output.max_concurrency"
+        );
+        assert_eq!(
+            err_key(Config::from_toml_str(&with("queue_bytes = 0"), &s)),
+            "output.queue_bytes"
+        );
+    }
+
+    #[test]
     fn listen_is_off_by_default_and_validated() {
         let s = env(&[("CONTOSO_SECRET", "x")]);
         let c = Config::from_toml_str(MINIMAL, &s).unwrap();
@@ -1797,6 +1885,8 @@ mod example_file {
         assert_eq!(c.output.gzip, ds.gzip);
         assert_eq!(c.output.buffer_limit, ds.buffer_limit);
         assert_eq!(c.output.deadletter_limit, ds.deadletter_limit);
+        assert_eq!(c.output.concurrency, ds.concurrency);
+        assert_eq!(c.output.queue_bytes, ds.queue_bytes);
         assert_eq!(
             c.output.state_dir.as_deref(),
             Some(c.harvester.state_dir.as_path())

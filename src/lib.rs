@@ -10,7 +10,8 @@
 //!   the per-tenant Monitor client with retry, serde models and enum names.
 //! - [`collect`]: one collector per entity kind: its query, its watermark, record → points.
 //! - [`lineproto`]: the only place that encodes points as line protocol (escaping rules).
-//! - [`sink`]: writers for InfluxDB v2 API, v1 API, a file and stdout; batching and retry.
+//! - [`sink`]: writers for InfluxDB v2 API, v1 API, a file and stdout; batching across tenants,
+//!   adaptive write concurrency, retry, spool.
 //! - [`checkpoint`]: per tenant and entity watermarks, written atomically.
 //! - [`reload`]: SIGHUP and file changes → the new configuration, validated, as a plan.
 //! - [`scheduler`]: one task per tenant, interval + jitter, shutdown, `--once` summary.

@@ -403,8 +403,49 @@ impl Metrics {
             "Lines refused for good by the encoder or the server.",
             [(String::new(), sink.dead_letters as f64)].into_iter(),
         );
+        sink_write_metrics(&mut out, sink);
         out
     }
+}
+
+/// The output's write path: the adaptive concurrency and the coalescing queue.
+fn sink_write_metrics(out: &mut String, sink: &SinkStats) {
+    let one = |v: u64| [(String::new(), v as f64)].into_iter();
+    family(
+        out,
+        "output_concurrency_limit",
+        "gauge",
+        "Write requests the output may have in flight now (adaptive: grows while the answer time stays flat, shrinks on timeouts, 429 and 5xx).",
+        one(sink.concurrency_limit),
+    );
+    family(
+        out,
+        "output_writes_in_flight",
+        "gauge",
+        "Write requests in flight now.",
+        one(sink.writes_in_flight),
+    );
+    family(
+        out,
+        "output_write_requests_total",
+        "counter",
+        "HTTP write attempts sent to the output (each retry counts).",
+        one(sink.write_requests),
+    );
+    family(
+        out,
+        "output_write_timeouts_total",
+        "counter",
+        "Write attempts that got no answer within output.timeout (sent again; VictoriaMetrics may then store a sample twice).",
+        one(sink.write_timeouts),
+    );
+    family(
+        out,
+        "output_queue_bytes",
+        "gauge",
+        "Bytes of lines waiting for or in a write request (bounded by output.queue_bytes).",
+        one(sink.queue_bytes),
+    );
 }
 
 /// Counts failures per job (and for the token, which every job needs): a job that failed again
@@ -522,6 +563,28 @@ mod tests {
              # TYPE citrix_harvester_spool_bytes gauge\ncitrix_harvester_spool_bytes 7\n"
         ));
         assert!(text.contains("# TYPE citrix_harvester_dropped_points_total counter\n"));
+    }
+
+    #[test]
+    fn output_write_figures_are_rendered() {
+        let text = Metrics::new().render(&SinkStats {
+            concurrency_limit: 5,
+            writes_in_flight: 3,
+            write_requests: 40,
+            write_timeouts: 2,
+            queue_bytes: 1234,
+            ..SinkStats::default()
+        });
+        for line in [
+            "citrix_harvester_output_concurrency_limit 5\n",
+            "citrix_harvester_output_writes_in_flight 3\n",
+            "citrix_harvester_output_write_requests_total 40\n",
+            "citrix_harvester_output_write_timeouts_total 2\n",
+            "citrix_harvester_output_queue_bytes 1234\n",
+            "# TYPE citrix_harvester_output_write_timeouts_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
     }
 
     fn summary(token_error: bool, jobs: &[(&str, Option<&str>)]) -> TenantSummary {

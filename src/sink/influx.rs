@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::Origin;
+use super::concurrency::{Limiter, Outcome};
 
 use super::classify::{Disposition, Misconfig, TransportKind, classify, parse_retry_after};
 use super::deadletter::{DeadLetter, DeadLetters};
@@ -51,6 +52,8 @@ pub(crate) struct HttpWriter {
     pub(crate) retry_max_elapsed: Duration,
     /// Where lines refused for good go.
     pub(crate) dead_letters: Arc<DeadLetters>,
+    /// Told the outcome and round-trip time of every write attempt.
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 /// A batch the writer gave up on: why, and the lines (index ranges into `ends`, ascending)
@@ -62,12 +65,50 @@ pub(crate) struct Undelivered {
     pub(crate) remaining: Vec<Range<usize>>,
 }
 
+/// The write that lines of a request belong to: the lines before `end` (and after the previous
+/// owner's), and whose they are for the log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub(crate) end: usize,
+    pub(crate) origin: Option<Origin<'a>>,
+}
+
+/// Adds `f(report, lines)` to every owner of lines in `r`, with its share of them.
+fn credit(
+    owners: &[Owner<'_>],
+    reports: &mut [WriteReport],
+    r: Range<usize>,
+    f: impl Fn(&mut WriteReport, usize),
+) {
+    let mut i = owners.partition_point(|o| o.end <= r.start);
+    let mut at = r.start;
+    while at < r.end {
+        let end = owners[i].end.min(r.end);
+        f(&mut reports[i], end - at);
+        at = end;
+        i += 1;
+    }
+}
+
+/// The owners' reports together (for an error's "so far").
+fn total(reports: &[WriteReport]) -> WriteReport {
+    reports.iter().fold(WriteReport::default(), |mut t, r| {
+        t.written += r.written;
+        t.rejected += r.rejected;
+        t.dropped += r.dropped;
+        t.spooled += r.spooled;
+        t
+    })
+}
+
 /// Result of one failed attempt: what to do next plus what to tell the operator.
 #[derive(Debug)]
 struct Failure {
     disposition: Disposition,
     status: Option<StatusCode>,
     reason: String,
+    /// No answer within `output.timeout`.
+    timed_out: bool,
 }
 
 /// Removes user info from a URL so it can be shown.
@@ -89,18 +130,26 @@ impl HttpWriter {
     }
 
     /// Delivers the lines of `buf` (line i ends at `ends[i]`), splitting and bisecting as the
-    /// server demands. Adds to the report; when the server is away or refuses us, says which
-    /// lines are left.
+    /// server demands. The lines belong to `owners` in order (owner k holds the lines before
+    /// `owners[k].end` not held by an earlier one); each line's fate is counted in its owner's
+    /// report, so coalesced writes are answered exactly. When the server is away or refuses
+    /// us, says which lines are left.
     pub(crate) async fn deliver(
         &self,
         buf: &[u8],
         ends: &[usize],
-        report: &mut WriteReport,
-        origin: Option<Origin<'_>>,
+        owners: &[Owner<'_>],
+        reports: &mut [WriteReport],
     ) -> Result<(), Undelivered> {
+        debug_assert_eq!(owners.len(), reports.len());
+        debug_assert_eq!(
+            owners.last().map(|o| o.end),
+            Some(ends.len()).filter(|&n| n > 0)
+        );
         // Line i spans start(i)..ends[i]. A work stack of line-index ranges replaces recursion;
         // the first half is pushed last so lines go out in order.
         let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
+        let owner = |line: usize| owners.partition_point(|o| o.end <= line);
         let mut stack: Vec<Range<usize>> = Vec::with_capacity(16);
         stack.push(0..ends.len());
         while let Some(r) = stack.pop() {
@@ -108,6 +157,8 @@ impl HttpWriter {
             if n == 0 {
                 continue;
             }
+            let (first, last) = (owner(r.start), owner(r.end - 1));
+            let origin = owners[first].origin;
             let bytes = &buf[start(r.start)..ends[r.end - 1]];
             let halves = |stack: &mut Vec<Range<usize>>| {
                 let mid = r.start + n / 2;
@@ -115,7 +166,7 @@ impl HttpWriter {
                 stack.push(r.start..mid);
             };
             match self.send_with_retry(bytes, origin).await {
-                Ok(()) => report.written += n,
+                Ok(()) => credit(owners, reports, r.clone(), |rep, k| rep.written += k),
                 Err(f) => match f.disposition {
                     Disposition::Split | Disposition::Reject if n > 1 => {
                         tracing::debug!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
@@ -123,7 +174,7 @@ impl HttpWriter {
                         halves(&mut stack);
                     }
                     Disposition::Split | Disposition::Reject => {
-                        report.rejected += 1;
+                        reports[first].rejected += 1;
                         self.dead_letters
                             .record(vec![DeadLetter {
                                 line: bytes.to_vec(),
@@ -131,16 +182,30 @@ impl HttpWriter {
                             }])
                             .await;
                     }
+                    // The server said how many lines it dropped, not which: when the lines
+                    // belong to several writes, split at a write's boundary and send the parts
+                    // again (the server overwrites the points it stored), until each part
+                    // belongs to one write and the count is that write's.
+                    Disposition::AcceptPartial { dropped: Some(_) } if first != last => {
+                        let mid = r.start + n / 2;
+                        let at = owners[first..last]
+                            .iter()
+                            .map(|o| o.end)
+                            .min_by_key(|&e| e.abs_diff(mid))
+                            .expect("two owners have a boundary between them");
+                        stack.push(at..r.end);
+                        stack.push(r.start..at);
+                    }
                     Disposition::AcceptPartial { dropped: Some(d) } => {
                         let d = d.min(n);
-                        report.written += n - d;
-                        report.dropped += d;
+                        reports[first].written += n - d;
+                        reports[first].dropped += d;
                         tracing::error!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
                             url = %self.shown_url, lines = n, dropped = d, reason = %f.reason, "server dropped lines of a batch");
                     }
                     Disposition::AcceptPartial { dropped: None } if n > 1 => halves(&mut stack),
                     Disposition::AcceptPartial { dropped: None } => {
-                        report.dropped += 1;
+                        reports[first].dropped += 1;
                         self.dead_letters
                             .record(vec![DeadLetter {
                                 line: bytes.to_vec(),
@@ -156,7 +221,7 @@ impl HttpWriter {
                             url: self.shown_url.clone(),
                             reason: format!("{}; {hint}", f.reason),
                             elapsed: self.retry_max_elapsed,
-                            report: *report,
+                            report: total(reports),
                         };
                         return Err(undelivered(error, r, stack));
                     }
@@ -165,7 +230,7 @@ impl HttpWriter {
                             url: self.shown_url.clone(),
                             reason: f.reason,
                             elapsed: self.retry_max_elapsed,
-                            report: *report,
+                            report: total(reports),
                         };
                         return Err(undelivered(error, r, stack));
                     }
@@ -174,7 +239,7 @@ impl HttpWriter {
                             url: self.shown_url.clone(),
                             status: f.status.map(|s| s.as_u16()).unwrap_or(0),
                             reason: f.reason,
-                            report: *report,
+                            report: total(reports),
                         };
                         return Err(undelivered(error, r, stack));
                     }
@@ -253,6 +318,7 @@ impl HttpWriter {
                             disposition: Disposition::Misconfigured(Misconfig::Auth),
                             status: None,
                             reason: "token contains characters not allowed in a header".into(),
+                            timed_out: false,
                         }
                     })?;
                 v.set_sensitive(true);
@@ -368,7 +434,20 @@ impl HttpWriter {
         }
     }
 
+    /// One attempt, its outcome told to the concurrency limiter.
     async fn send_once(&self, body: &[u8]) -> Result<(), Failure> {
+        let sent = Instant::now();
+        let r = self.attempt(body).await;
+        self.limiter.record(match &r {
+            Ok(()) => Outcome::Success(sent.elapsed()),
+            Err(f) if f.timed_out => Outcome::Timeout,
+            Err(f) if matches!(f.disposition, Disposition::Retry { .. }) => Outcome::BackPressure,
+            Err(_) => Outcome::Neutral,
+        });
+        r
+    }
+
+    async fn attempt(&self, body: &[u8]) -> Result<(), Failure> {
         let mut req = self
             .client
             .post(self.write_url.clone())
@@ -394,6 +473,7 @@ impl HttpWriter {
                     disposition: classify(None, "", None, Some(kind)),
                     status: None,
                     reason: format!("{kind:?}: {}", crate::body::error_chain(&e.without_url())),
+                    timed_out: kind == TransportKind::Timeout,
                 });
             }
         };
@@ -414,6 +494,7 @@ impl HttpWriter {
             disposition,
             status: Some(status),
             reason: format!("HTTP {status}: {}", text.trim()),
+            timed_out: false,
         })
     }
 }

@@ -1,20 +1,26 @@
 //! Sinks: where encoded points go (InfluxDB v2 API, v1 API, a file, stdout). This module owns
-//! the public `Sink` handle shared by all tenant tasks, its configuration, batching (by line
-//! count and byte cap), the choice between sending and spooling, and the counters; `influx`
-//! owns HTTP requests and retries, `classify` the retry decision table, `file` local writes,
-//! `deadletter` refused lines, `spool` the on-disk buffer and `replay` draining it. It must not
-//! escape anything itself (only `lineproto` encodes) or print a secret (`describe` and every
-//! error show URLs without credentials).
+//! the public `Sink` handle shared by all tenant tasks, its configuration, the choice between
+//! the coalescing writer (HTTP) and direct local writes (file, stdout), and the counters;
+//! `coalesce` owns the queue that packs lines of many writes into one request, `concurrency`
+//! the adaptive limit on requests in flight, `influx` HTTP requests and retries, `classify` the
+//! retry decision table, `file` local writes, `deadletter` refused lines, `spool` the on-disk
+//! buffer and `replay` draining it. It must not escape anything itself (only `lineproto`
+//! encodes) or print a secret (`describe` and every error show URLs without credentials).
 //!
 //! Acknowledgement (DESIGN.md rule 2): `write` returns Ok only when every point was delivered,
 //! refused for good (counted, dead-lettered), or — with a `state_dir` and an HTTP target —
-//! appended to the spool and fsynced. Ordering: while anything is spooled, new writes append
-//! behind it without trying the server (so they neither wait out `retry_max_elapsed` each nor
-//! overtake an older version of the same point, which would be overwritten by the stale one
-//! when the spool replays); once the replay task has drained the spool, writes go straight to
-//! the server again.
+//! appended to the spool and fsynced. With coalescing this holds per write: a request carries
+//! lines of many writes, and each write is answered with its own counts once all of its lines
+//! are settled. Ordering: while anything is spooled, new requests append behind it without
+//! trying the server (so they neither wait out `retry_max_elapsed` each nor overtake an older
+//! version of the same point, which would be overwritten by the stale one when the spool
+//! replays); once the replay task has drained the spool, requests go straight to the server
+//! again. A request that timed out is sent again (at-least-once): the server may have stored
+//! it, and VictoriaMetrics then keeps both samples (docs/reliability.md).
 
 mod classify;
+mod coalesce;
+mod concurrency;
 mod deadletter;
 mod file;
 mod influx;
@@ -29,6 +35,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+pub use concurrency::Concurrency;
+
 pub use classify::{
     Disposition, MAX_RETRY_AFTER, Misconfig, TransportKind, classify, dropped_count,
     parse_retry_after,
@@ -36,10 +44,12 @@ pub use classify::{
 
 use crate::lineproto::{Point, PointOf, encode};
 use crate::secret::Secret;
+use coalesce::Engine;
+use concurrency::Limiter;
 use deadletter::{DeadLetter, DeadLetters};
 use file::{FileWriter, StdoutWriter};
 use influx::{Api, Auth, HttpWriter};
-use spool::{Batch, Spool};
+use spool::Spool;
 
 /// Where points go.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +107,12 @@ pub struct SinkConfig {
     /// replayed, so this bounds the space held by already-delivered data). Default 16 MiB;
     /// rarely worth changing.
     pub spool_segment_bytes: u64,
+    /// Write requests in flight at once (HTTP targets): adaptive between 1 and a ceiling
+    /// (default 32), or fixed.
+    pub concurrency: Concurrency,
+    /// Most bytes of lines waiting for or in a write request (HTTP targets); a write beyond
+    /// it waits. Default 32 MiB.
+    pub queue_bytes: usize,
 }
 
 impl SinkConfig {
@@ -114,6 +130,8 @@ impl SinkConfig {
             buffer_limit: 1 << 30,
             deadletter_limit: 100 << 20,
             spool_segment_bytes: 16 << 20,
+            concurrency: Concurrency::Adaptive { max: 32 },
+            queue_bytes: 32 << 20,
         }
     }
 }
@@ -169,6 +187,17 @@ pub struct SinkStats {
     pub dead_letters: u64,
     /// Of those, entries not written to the dead-letter file (limit reached or I/O error).
     pub dead_letters_not_written: u64,
+    /// Write requests allowed in flight now (adaptive or fixed; 0 for file and stdout).
+    pub concurrency_limit: u64,
+    /// Write requests in flight now.
+    pub writes_in_flight: u64,
+    /// HTTP write attempts sent (each retry counts).
+    pub write_requests: u64,
+    /// Of those, attempts that got no answer within `output.timeout` (sent again: the
+    /// server may have stored them, see docs/reliability.md).
+    pub write_timeouts: u64,
+    /// Bytes of lines waiting for or in a write request.
+    pub queue_bytes: u64,
 }
 
 /// The live counters behind [`SinkStats`].
@@ -223,6 +252,9 @@ pub enum SinkError {
     },
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    /// The writer task went away before answering (its runtime shut down).
+    #[error("{0}")]
+    Stopped(String),
     #[error("spool {path}: {source}")]
     Spool {
         path: PathBuf,
@@ -254,6 +286,68 @@ impl SinkError {
             _ => None,
         }
     }
+
+    /// The same error for another write of a coalesced request (the source of an I/O error
+    /// is kept as its kind and message).
+    pub(crate) fn duplicate(&self) -> SinkError {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            SinkError::GaveUp {
+                url,
+                reason,
+                elapsed,
+                report,
+            } => SinkError::GaveUp {
+                url: url.clone(),
+                reason: reason.clone(),
+                elapsed: *elapsed,
+                report: *report,
+            },
+            SinkError::Refused {
+                url,
+                status,
+                reason,
+                report,
+            } => SinkError::Refused {
+                url: url.clone(),
+                status: *status,
+                reason: reason.clone(),
+                report: *report,
+            },
+            SinkError::Spool { path, source } => SinkError::Spool {
+                path: path.clone(),
+                source: io(source),
+            },
+            SinkError::File { path, source } => SinkError::File {
+                path: path.clone(),
+                source: io(source),
+            },
+            SinkError::SpoolFull {
+                target,
+                limit,
+                not_stored,
+                report,
+            } => SinkError::SpoolFull {
+                target: target.clone(),
+                limit: *limit,
+                not_stored: *not_stored,
+                report: *report,
+            },
+            other => SinkError::Stopped(other.to_string()),
+        }
+    }
+
+    /// This error with `report` as its "so far" (one write's own counts).
+    pub(crate) fn with_report(&self, report: WriteReport) -> SinkError {
+        let mut e = self.duplicate();
+        if let SinkError::GaveUp { report: r, .. }
+        | SinkError::Refused { report: r, .. }
+        | SinkError::SpoolFull { report: r, .. } = &mut e
+        {
+            *r = report;
+        }
+        e
+    }
 }
 
 enum Writer {
@@ -264,6 +358,9 @@ enum Writer {
 
 struct Inner {
     writer: Writer,
+    /// The coalescing writer (HTTP targets).
+    engine: Option<Arc<Engine>>,
+    limiter: Arc<Limiter>,
     batch_size: usize,
     batch_bytes: usize,
     description: String,
@@ -272,6 +369,14 @@ struct Inner {
     /// Only for HTTP targets with a `state_dir`.
     spool: Option<Arc<Spool>>,
     replay_started: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(e) = &self.engine {
+            e.close();
+        }
+    }
 }
 
 /// Splits lines (given by their end offsets) into batches, as ranges of line indexes: at most
@@ -313,16 +418,6 @@ pub struct Encoded {
     ends: Vec<usize>,
     /// Points the encoder refused, as dead letters.
     refused: Vec<DeadLetter>,
-}
-
-/// What one `write` call has done so far.
-#[derive(Default)]
-struct Progress {
-    report: WriteReport,
-    /// Batches going to the spool at the end of the call, in order.
-    to_spool: Vec<Batch>,
-    /// Why this call spools (the first delivery error), for the log.
-    spool_cause: Option<String>,
 }
 
 /// The shared writer handle; cloning is cheap.
@@ -415,6 +510,28 @@ impl Sink {
                 message: "must be at least 1".into(),
             });
         }
+        match cfg.concurrency {
+            Concurrency::Fixed(0) => {
+                return Err(SinkError::Config {
+                    setting: "concurrency",
+                    message: "must be \"adaptive\" or at least 1".into(),
+                });
+            }
+            Concurrency::Adaptive { max: 0 } => {
+                return Err(SinkError::Config {
+                    setting: "max_concurrency",
+                    message: "must be at least 1".into(),
+                });
+            }
+            _ => {}
+        }
+        if cfg.queue_bytes == 0 || cfg.queue_bytes > u32::MAX as usize {
+            return Err(SinkError::Config {
+                setting: "queue_bytes",
+                message: format!("must be between 1 and {} bytes", u32::MAX),
+            });
+        }
+        let limiter = Arc::new(Limiter::new(cfg.concurrency));
         if cfg.state_dir.is_some() && cfg.buffer_limit == 0 {
             return Err(SinkError::Config {
                 setting: "buffer_limit",
@@ -462,6 +579,7 @@ impl Sink {
                     gzip: cfg.gzip,
                     retry_max_elapsed: cfg.retry_max_elapsed,
                     dead_letters: dead_letters_for(&description),
+                    limiter: limiter.clone(),
                 };
                 (Writer::Http(Arc::new(w)), description)
             }
@@ -509,6 +627,7 @@ impl Sink {
                     gzip: cfg.gzip,
                     retry_max_elapsed: cfg.retry_max_elapsed,
                     dead_letters: dead_letters_for(&description),
+                    limiter: limiter.clone(),
                 };
                 (Writer::Http(Arc::new(w)), description)
             }
@@ -536,9 +655,22 @@ impl Sink {
             )?)),
             _ => None,
         };
+        let engine = match &writer {
+            Writer::Http(w) => Some(Arc::new(Engine::new(
+                w.clone(),
+                spool.clone(),
+                limiter.clone(),
+                counters.clone(),
+                description.clone(),
+                (cfg.batch_size, cfg.batch_bytes, cfg.queue_bytes),
+            ))),
+            _ => None,
+        };
         Ok(Sink {
             inner: Arc::new(Inner {
                 writer,
+                engine,
+                limiter,
                 batch_size: cfg.batch_size,
                 batch_bytes: cfg.batch_bytes,
                 description,
@@ -584,6 +716,19 @@ impl Sink {
             spool_unwritable: c.spool_write_failing.load(Ordering::Relaxed),
             dead_letters: l(&c.dead_letters),
             dead_letters_not_written: l(&c.dead_letters_not_written),
+            concurrency_limit: if self.inner.engine.is_some() {
+                self.inner.limiter.limit() as u64
+            } else {
+                0
+            },
+            writes_in_flight: self.inner.limiter.in_flight() as u64,
+            write_requests: l(&self.inner.limiter.requests),
+            write_timeouts: l(&self.inner.limiter.timeouts),
+            queue_bytes: self
+                .inner
+                .engine
+                .as_ref()
+                .map_or(0, |e| e.queue_bytes() as u64),
         }
     }
 
@@ -638,9 +783,11 @@ impl Sink {
         Encoded { buf, ends, refused }
     }
 
-    /// The second half of [`Sink::write`]: sends the lines in batches of at most `batch_size`
-    /// lines and `batch_bytes` bytes (a single longer line goes alone).
-    /// `origin` names the tenant and entity in the sink's log lines.
+    /// The second half of [`Sink::write`]. HTTP targets: queues the lines for the coalescing
+    /// writer, which packs lines of many writes into requests of at most `batch_size` lines
+    /// and `batch_bytes` bytes (a single longer line goes alone), and waits for this write's
+    /// own answer. File and stdout: writes the lines directly, in batches. `origin` names the
+    /// tenant and entity in the sink's log lines.
     pub async fn write_encoded(
         &self,
         encoded: Encoded,
@@ -648,129 +795,40 @@ impl Sink {
     ) -> Result<WriteReport, SinkError> {
         let inner = &*self.inner;
         let Encoded { buf, ends, refused } = encoded;
-        let mut st = Progress::default();
-        let mut rel: Vec<usize> = Vec::new();
-        for lines in batches(&ends, inner.batch_size, inner.batch_bytes) {
+        let refused_n = refused.len();
+        if !refused.is_empty() {
+            // Data is lost: our own code built a point the rules refuse.
+            inner.dead_letters.record(refused).await;
+        }
+        let mut report = match &inner.engine {
+            Some(engine) => engine.submit(buf, ends, origin).await?,
+            None => self.write_local(&buf, &ends).await?,
+        };
+        report.rejected += refused_n;
+        Ok(report)
+    }
+
+    /// File and stdout: appends the lines in batches (no coalescing: a local write is cheap and
+    /// already serialised by the writer's lock), then syncs a file.
+    async fn write_local(&self, buf: &[u8], ends: &[usize]) -> Result<WriteReport, SinkError> {
+        let inner = &*self.inner;
+        let mut report = WriteReport::default();
+        for lines in batches(ends, inner.batch_size, inner.batch_bytes) {
             let start = if lines.start == 0 {
                 0
             } else {
                 ends[lines.start - 1]
             };
-            rel.clear();
-            rel.extend(ends[lines.clone()].iter().map(|e| e - start));
-            self.flush(&buf[start..ends[lines.end - 1]], &rel, &mut st, origin)
-                .await?;
+            let bytes = &buf[start..ends[lines.end - 1]];
+            match &inner.writer {
+                Writer::File(f) => f.append(bytes).await?,
+                Writer::Stdout(s) => s.append(bytes).await?,
+                Writer::Http(_) => unreachable!("HTTP targets go through the coalescing writer"),
+            }
+            report.written += lines.len();
         }
         if let Writer::File(f) = &inner.writer {
             f.sync().await?;
-        }
-        if !refused.is_empty() {
-            // Data is lost: our own code built a point the rules refuse.
-            st.report.rejected += refused.len();
-            inner.dead_letters.record(refused).await;
-        }
-        if !st.to_spool.is_empty() {
-            self.spool(st, origin).await
-        } else {
-            Ok(st.report)
-        }
-    }
-
-    async fn flush(
-        &self,
-        buf: &[u8],
-        ends: &[usize],
-        st: &mut Progress,
-        origin: Option<Origin<'_>>,
-    ) -> Result<(), SinkError> {
-        match &self.inner.writer {
-            Writer::Http(w) => {
-                let Some(spool) = &self.inner.spool else {
-                    return w
-                        .deliver(buf, ends, &mut st.report, origin)
-                        .await
-                        .map_err(|u| u.error);
-                };
-                if !st.to_spool.is_empty() || spool.is_active() {
-                    // Behind what is spooled already (see the module docs on ordering).
-                    st.to_spool.push(Batch {
-                        bytes: buf.to_vec(),
-                        lines: ends.len(),
-                    });
-                    return Ok(());
-                }
-                match w.deliver(buf, ends, &mut st.report, origin).await {
-                    // The server takes points again: a spool that failed earlier no longer matters.
-                    Ok(()) => spool.server_took_writes(),
-                    Err(u) => {
-                        let (bytes, left) = replay::keep(buf, ends, &u.remaining);
-                        st.spool_cause = Some(u.error.to_string());
-                        st.to_spool.push(Batch {
-                            bytes,
-                            lines: left.len(),
-                        });
-                    }
-                }
-                Ok(())
-            }
-            Writer::File(f) => {
-                f.append(buf).await?;
-                st.report.written += ends.len();
-                Ok(())
-            }
-            Writer::Stdout(s) => {
-                s.append(buf).await?;
-                st.report.written += ends.len();
-                Ok(())
-            }
-        }
-    }
-
-    /// Appends the call's spooled batches (one fsync) and finishes its report.
-    async fn spool(
-        &self,
-        st: Progress,
-        origin: Option<Origin<'_>>,
-    ) -> Result<WriteReport, SinkError> {
-        let inner = &*self.inner;
-        let spool = inner
-            .spool
-            .clone()
-            .expect("only HTTP sinks with a spool spool");
-        let Progress {
-            mut report,
-            to_spool,
-            spool_cause,
-        } = st;
-        let lines: usize = to_spool.iter().map(|b| b.lines).sum();
-        if let Some(cause) = &spool_cause {
-            tracing::warn!(tenant = origin.map(|o| o.tenant), entity = origin.map(|o| o.entity),
-                sink = %inner.description, points = lines, error = %cause,
-                "server unreachable or refusing; spooling to disk until it answers again");
-        }
-        let sp = spool.clone();
-        let appended = tokio::task::spawn_blocking(move || sp.append(&to_spool))
-            .await
-            .map_err(|e| SinkError::Spool {
-                path: spool.dir().to_path_buf(),
-                source: std::io::Error::other(format!("spool task failed: {e}")),
-            })??;
-        report.spooled += appended.stored_lines;
-        if appended.refused_lines > 0 {
-            inner
-                .counters
-                .spool_full_points
-                .fetch_add(appended.refused_lines as u64, Ordering::Relaxed);
-            let stats = self.stats();
-            tracing::error!(sink = %inner.description, not_stored = appended.refused_lines,
-                spool_bytes = stats.spool_bytes,
-                "spool is full (buffer_limit): points not stored; replayable entities read them again, snapshot points are lost");
-            return Err(SinkError::SpoolFull {
-                target: inner.description.clone(),
-                limit: spool.limit(),
-                not_stored: appended.refused_lines,
-                report,
-            });
         }
         Ok(report)
     }

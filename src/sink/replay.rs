@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::spool::{Segment, Spool, apply_ack, scan};
 use super::{Inner, WriteReport};
-use crate::sink::influx::HttpWriter;
+use crate::sink::influx::{HttpWriter, Owner};
 
 /// Pause between replay attempts while the server stays away (the writer's own backoff runs
 /// inside each attempt, up to `retry_max_elapsed`).
@@ -141,15 +141,19 @@ async fn send(
 ) -> bool {
     let mut pause = MIN_PAUSE;
     loop {
-        let mut report = WriteReport::default();
+        let mut report = [WriteReport::default()];
+        let owner = [Owner {
+            end: ends.len(),
+            origin: None,
+        }];
         let res = tokio::select! {
-            r = writer.deliver(&body, &ends, &mut report, None) => r,
+            r = writer.deliver(&body, &ends, &owner, &mut report) => r,
             _ = cancel.cancelled() => return false,
         };
         inner
             .counters
             .replayed_points
-            .fetch_add(report.written as u64, Ordering::Relaxed);
+            .fetch_add(report[0].written as u64, Ordering::Relaxed);
         let Err(u) = res else {
             return true;
         };
