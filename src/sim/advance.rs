@@ -12,7 +12,8 @@
 //! - open sessions whose planned end has come end (`EndDate` at or after the old now, never
 //!   before): their Session, current Connection and ApplicationInstances get fresh
 //!   ModifiedDates; their machine's CurrentSessionCount and ModifiedDate follow;
-//! - late rows: `LATE_ROWS` failed launches (Session + Connection + ConnectionFailureLog, all
+//! - late rows (in an advance that crosses a whole UTC minute; any advance of a minute or more
+//!   does): `LATE_ROWS` failed launches (Session + Connection + ConnectionFailureLog, all
 //!   three with the same ModifiedDate) appear whose ModifiedDate lies 5–90 s *before* the old
 //!   now (`LATE_MAX_SECS`), as Citrix's consolidation lags; a harvester's overlap must be
 //!   at least 90 s to catch them. They are not re-aggregated into the minute summaries already
@@ -514,7 +515,14 @@ pub fn advance(w: &mut World, rows: &mut Rows, by: Duration) {
         }
         new_sessions.push((out.session, out.conns, out.failure));
     }
-    for _ in 0..LATE_ROWS {
+    // Once per advance that crosses a whole minute, so a real clock ticking every few seconds
+    // adds them at the same pace as a test advancing by minutes.
+    let late_rows = if old.timestamp().div_euclid(60) != new.timestamp().div_euclid(60) {
+        LATE_ROWS
+    } else {
+        0
+    };
+    for _ in 0..late_rows {
         let late = Duration::seconds(rng.random_range(LATE_MIN_SECS..=LATE_MAX_SECS));
         let modified = old - late;
         let start = modified - Duration::seconds(rng.random_range(66..120));
