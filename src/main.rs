@@ -418,6 +418,10 @@ struct SimBehaviour {
     /// Every tenant the size of tenant 0 instead of 0.35–1.2 times it.
     #[arg(long)]
     equal_tenants: bool,
+    /// Generate only N data sets and let tenant i serve set i mod N (its own identity,
+    /// statistics and latency), so that 10,000 tenants fit in memory; default: one per tenant.
+    #[arg(long, value_name = "N")]
+    data_sets: Option<usize>,
     /// Median wait before the first byte of every Monitor and token request (simulated
     /// time), e.g. 1s or 800ms; 0 = none.
     #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration, default_value = "0")]
@@ -474,6 +478,7 @@ impl SimBehaviour {
         let opts = SimOptions {
             machines_per_tenant: self.machines_per_tenant,
             equal_tenants: self.equal_tenants,
+            data_sets: self.data_sets,
             latency,
             time_scale: self.time_scale,
             real_clock: (self.clock == SimClock::Real).then_some(self.tick),

@@ -99,6 +99,11 @@ pub struct SimOptions {
     /// Every tenant the size of tenant 0 (the benchmark's "medium" tenants), instead of the
     /// 0.35–1.2 spread.
     pub equal_tenants: bool,
+    /// `Some(k)`: only k data sets are generated and tenant i serves set `i mod k` (the data
+    /// of tenant `i mod k`, under its own identity, faults, statistics and latency), so that
+    /// ten thousand tenants fit in memory. Incidents and `touch_after_page` then change the
+    /// set, i.e. every tenant sharing it. `None` (default): every tenant its own data.
+    pub data_sets: Option<usize>,
     /// Simulated latency (off by default); switchable at run time.
     pub latency: Latency,
     /// Simulated seconds per wall-clock second (> 0): latency and streaming sleep
@@ -130,6 +135,7 @@ impl Default for SimOptions {
             onprem_site: false,
             machines_per_tenant: None,
             equal_tenants: false,
+            data_sets: None,
             latency: Latency::default(),
             time_scale: 1.0,
             real_clock: None,

@@ -52,12 +52,18 @@ const REQUEST_LOG_CAP: usize = 100_000;
 
 const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
 
-struct Tenant {
-    info: SimTenant,
+/// Generated rows and their generator state: one tenant's own, or shared by every tenant of
+/// the same data set (`SimOptions::data_sets`).
+struct Store {
     /// Read by every request; replaced (write lock) by `advance`.
     data: RwLock<TenantData>,
     /// Generator state for `advance`; locked before `data` when both are needed.
     world: Mutex<generate::World>,
+}
+
+struct Tenant {
+    info: SimTenant,
+    store: Arc<Store>,
     faults: Mutex<Faults>,
     stats: Mutex<TenantStats>,
     in_flight: AtomicU64,
@@ -75,7 +81,15 @@ impl Tenant {
     }
 
     fn data(&self) -> std::sync::RwLockReadGuard<'_, TenantData> {
-        self.data.read().unwrap_or_else(|e| e.into_inner())
+        self.store.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn data_mut(&self) -> std::sync::RwLockWriteGuard<'_, TenantData> {
+        self.store.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, generate::World> {
+        self.store.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -85,6 +99,8 @@ pub struct State {
     /// The simulated present (`opts.now` plus every advance).
     now: Mutex<DateTime<Utc>>,
     tenants: Vec<Tenant>,
+    /// The distinct data sets (one per tenant unless `SimOptions::data_sets`).
+    stores: Vec<Arc<Store>>,
     by_customer: HashMap<String, usize>,
     by_client: HashMap<String, usize>,
     tokens: Tokens,
@@ -104,14 +120,26 @@ pub struct State {
 
 impl State {
     pub fn new(opts: SimOptions) -> State {
+        let sets = opts
+            .data_sets
+            .filter(|&k| k > 0)
+            .map_or(opts.tenants, |k| k.min(opts.tenants));
+        let stores: Vec<Arc<Store>> = (0..sets)
+            .map(|j| {
+                let info = generate::tenant_identity(opts.seed, j);
+                let (world, rows) = generate::generate_world(&opts, j, &info);
+                Arc::new(Store {
+                    data: RwLock::new(TenantData::new(rows)),
+                    world: Mutex::new(world),
+                })
+            })
+            .collect();
         let tenants: Vec<Tenant> = (0..opts.tenants)
             .map(|i| {
                 let info = generate::tenant_identity(opts.seed, i);
-                let (world, rows) = generate::generate_world(&opts, i, &info);
                 Tenant {
                     info,
-                    data: RwLock::new(TenantData::new(rows)),
-                    world: Mutex::new(world),
+                    store: stores[i % sets].clone(),
                     faults: Mutex::new(Faults::default()),
                     stats: Mutex::new(TenantStats::default()),
                     in_flight: AtomicU64::new(0),
@@ -130,6 +158,7 @@ impl State {
             .map(|(i, t)| (t.info.client_id.clone(), i))
             .collect();
         State {
+            stores,
             tokens: Tokens::new(opts.seed),
             now: Mutex::new(opts.now),
             latency: RwLock::new(opts.latency.clone()),
@@ -175,9 +204,9 @@ impl State {
         if by <= chrono::Duration::zero() {
             return;
         }
-        for t in &self.tenants {
-            let mut world = t.world.lock().unwrap_or_else(|e| e.into_inner());
-            let mut data = t.data.write().unwrap_or_else(|e| e.into_inner());
+        for store in &self.stores {
+            let mut world = store.world.lock().unwrap_or_else(|e| e.into_inner());
+            let mut data = store.data.write().unwrap_or_else(|e| e.into_inner());
             let mut rows =
                 std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
             advance::advance(&mut world, &mut rows, by);
@@ -278,8 +307,8 @@ impl State {
         if !new.is_empty() {
             // Lock order as in `advance`: the `now` lock, the world, then the data.
             let now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-            let mut world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
-            let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+            let mut world = tenant.world();
+            let mut data = tenant.data_mut();
             let mut rows =
                 std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
             let applied = new
@@ -949,8 +978,8 @@ fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8])
     tenant.faults().touch_after_page = false;
     let now = state.now();
     let (k, m) = (def.key_index(), def.prop("ModifiedDate").expect("checked"));
-    let _world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
-    let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+    let _world = tenant.world();
+    let mut data = tenant.data_mut();
     let mut all = std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
     if let Some(row) = all
         .get_mut(def.set)
