@@ -13,6 +13,11 @@
 //! - `GET /monitorodata/$metadata` returns a minimal CSDL document generated from the schema;
 //!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
 //! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
+//! - Simulated latency (latency.rs, docs/performance.md "Simulated latency"): an admitted
+//!   Monitor request and a token request of a known tenant wait their drawn time before
+//!   anything else; a Monitor request stays in flight (tenant and API-wide) until the last
+//!   byte of its body, which streams at the set rate; beyond `api_budget` requests in flight
+//!   the answer is 429 with `Retry-After`. Refusals (401/403/429) answer at once.
 //! - `touch_after_page` modifies a served row while the client pages (see `Faults`).
 //! - On-premises mode (`SimOptions::onprem_site`): the last tenant's data also under
 //!   `/Citrix/Monitor/OData/v4/Data` with no token and no customer header, 100 rows a page,
