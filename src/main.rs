@@ -463,6 +463,9 @@ enum SimClock {
 
 impl SimBehaviour {
     fn apply(self, opts: SimOptions) -> anyhow::Result<SimOptions> {
+        if self.latency_p50.is_zero() && self.latency_p99.is_some_and(|d| !d.is_zero()) {
+            anyhow::bail!("simulate: --latency-p99 needs --latency-p50");
+        }
         let p50_ms = self.latency_p50.as_secs_f64() * 1000.0;
         let latency = citrix_harvester::sim::Latency {
             p50_ms,
