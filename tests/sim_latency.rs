@@ -120,9 +120,9 @@ fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_follow_p50_and_p99_and_do_not_serialise_tenants() {
-    // 1 s / 5 s as Citrix, a hundred times faster than real time.
+    // 1 s / 5 s as Citrix, ten times faster than real time.
     let h = start(SimOptions {
-        time_scale: 100.0,
+        time_scale: 10.0,
         ..many(400)
     })
     .await;
@@ -169,15 +169,16 @@ async fn waits_follow_p50_and_p99_and_do_not_serialise_tenants() {
         assert_eq!(s.stream_us, 0);
         assert_eq!(s.max_in_flight, 1);
     }
-    // Waiting requests overlap: far more than one in flight across the API.
+    // Waiting requests overlap: far more than one in flight across the API (and more than
+    // the harvester's old 32).
     assert!(
-        stats.api.max_in_flight >= 100,
+        stats.api.max_in_flight >= 50,
         "max in flight across the API: {}",
         stats.api.max_in_flight
     );
     assert_eq!(stats.api.in_flight, 0);
-    // Lower bound only: the median wait is 10 ms of wall time at this scale.
-    assert!(t0.elapsed() >= Duration::from_millis(5));
+    // Lower bound only: the longest of 400 waits is above 2 s simulated, 200 ms of wall time.
+    assert!(t0.elapsed() >= Duration::from_millis(200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
