@@ -422,6 +422,10 @@ struct SimBehaviour {
     /// statistics and latency), so that 10,000 tenants fit in memory; default: one per tenant.
     #[arg(long, value_name = "N")]
     data_sets: Option<usize>,
+    /// Drop raw resource samples and summary rows older than this on every advance (at
+    /// least 1h), so a long run on the real clock stays the same size; default: keep all.
+    #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration)]
+    retain: Option<std::time::Duration>,
     /// Median wait before the first byte of every Monitor and token request (simulated
     /// time), e.g. 1s or 800ms; 0 = none.
     #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration, default_value = "0")]
@@ -482,6 +486,9 @@ impl SimBehaviour {
             machines_per_tenant: self.machines_per_tenant,
             equal_tenants: self.equal_tenants,
             data_sets: self.data_sets,
+            retain: self
+                .retain
+                .map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)),
             latency,
             time_scale: self.time_scale,
             real_clock: (self.clock == SimClock::Real).then_some(self.tick),

@@ -1,8 +1,8 @@
 //! The simulator's latency over real HTTP: the lognormal wait before the first byte (its median
 //! and 99th percentile as the statistics report them), slow tenants, the per-tenant sum of
 //! imposed latency (a tenant's ideal cycle), the API-wide budget answering 429 with
-//! Retry-After, the stream rate, shared data sets, the run-time switch `POST /_sim/latency`
-//! and the real clock. Distributions are checked on the imposed waits the simulator reports,
+//! Retry-After, the stream rate, shared data sets, the run-time switch `POST /_sim/latency`,
+//! the real clock and grooming (`retain`). Distributions are checked on the imposed waits the simulator reports,
 //! never on wall-clock timings (only generous lower bounds are).
 
 use std::time::{Duration, Instant};
@@ -421,4 +421,38 @@ async fn shared_data_sets_serve_the_same_rows_under_each_identity() {
     assert_eq!(rows(1), rows(4));
     assert_ne!(rows(0), rows(1));
     assert_ne!(ts[0].customer_id, ts[3].customer_id);
+}
+
+#[tokio::test]
+async fn retain_keeps_a_long_run_the_same_size() {
+    let opts = |retain| SimOptions {
+        tenants: 1,
+        history: chrono::Duration::hours(2),
+        retain,
+        ..SimOptions::default()
+    };
+    let kept = start(opts(Some(chrono::Duration::hours(1)))).await;
+    let all = start(opts(None)).await;
+    for h in [&kept, &all] {
+        h.advance(chrono::Duration::hours(3));
+    }
+    let t = &kept.tenants()[0];
+    let ru = |h: &SimHandle| h.rows(&t.customer_id, "ResourceUtilization");
+    let cutoff = kept.now() - chrono::Duration::hours(1);
+    let old = ru(&kept)
+        .iter()
+        .filter(|r| {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(r["CollectedDate"].as_str().unwrap()).unwrap();
+            at < cutoff
+        })
+        .count();
+    assert_eq!(old, 0, "no sample older than the hour kept");
+    assert!(ru(&kept).len() * 2 < ru(&all).len());
+    let sessions = |h: &SimHandle| h.rows(&t.customer_id, "Sessions");
+    assert_eq!(
+        sessions(&kept),
+        sessions(&all),
+        "sessions are never groomed"
+    );
 }

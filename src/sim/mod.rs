@@ -104,6 +104,10 @@ pub struct SimOptions {
     /// ten thousand tenants fit in memory. Incidents and `touch_after_page` then change the
     /// set, i.e. every tenant sharing it. `None` (default): every tenant its own data.
     pub data_sets: Option<usize>,
+    /// With `Some(r)` every advance drops raw resource samples and summary rows older than
+    /// `now - r` (advance.rs, `groom`), so that a long run on the real clock stays the same
+    /// size; at least an hour. `None` (default): nothing is groomed.
+    pub retain: Option<chrono::Duration>,
     /// Simulated latency (off by default); switchable at run time.
     pub latency: Latency,
     /// Simulated seconds per wall-clock second (> 0): latency and streaming sleep
@@ -136,6 +140,7 @@ impl Default for SimOptions {
             machines_per_tenant: None,
             equal_tenants: false,
             data_sets: None,
+            retain: None,
             latency: Latency::default(),
             time_scale: 1.0,
             real_clock: None,
@@ -152,6 +157,9 @@ impl SimOptions {
                 "time_scale must be above 0 and at most 1000, not {}",
                 self.time_scale
             ));
+        }
+        if self.retain.is_some_and(|r| r < chrono::Duration::hours(1)) {
+            return Err("retain must be at least an hour".into());
         }
         if self.real_clock.is_some_and(|t| t.is_zero()) {
             return Err("the real clock's tick must be positive".into());
@@ -184,6 +192,7 @@ impl Simulator {
             tracing::warn!(error = %e, "simulator options invalid; latency and clock use defaults");
             let d = SimOptions::default();
             (opts.latency, opts.time_scale, opts.real_clock) = (d.latency, d.time_scale, None);
+            opts.retain = None;
         }
         Simulator {
             state: Arc::new(server::State::new(opts)),

@@ -215,6 +215,9 @@ impl State {
             let mut rows =
                 std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
             advance::advance(&mut world, &mut rows, by);
+            if let Some(r) = self.opts.retain {
+                advance::groom(&mut rows, *now + by - r);
+            }
             *data = TenantData::new(rows);
         }
         *now += by;
