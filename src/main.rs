@@ -112,9 +112,11 @@ enum Command {
         /// per session. Scales the data volume, e.g. for benchmarks.
         #[arg(long, default_value_t = 300)]
         sessions_per_day: usize,
-        /// Days of history the data covers (up to now).
+        /// Days of history the data covers (up to now); fractions are fine (0.05 ≈ 72 min).
         #[arg(long, default_value_t = 2.0)]
         history_days: f64,
+        #[command(flatten)]
+        behaviour: SimBehaviour,
     },
     /// Ask a running harvester's `/readyz` (harvester.listen) whether it is ready; exit 0 if so.
     /// For container health checks: the image needs no curl.
@@ -406,6 +408,98 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The simulator's size, latency and clock (`simulate`); docs/performance.md, "Simulated
+/// latency", says what each does.
+#[derive(clap::Args, Debug)]
+struct SimBehaviour {
+    /// Machines per tenant (medium: 500); default 20–60. Users: five per machine.
+    #[arg(long)]
+    machines_per_tenant: Option<usize>,
+    /// Every tenant the size of tenant 0 instead of 0.35–1.2 times it.
+    #[arg(long)]
+    equal_tenants: bool,
+    /// Generate only N data sets and let tenant i serve set i mod N (its own identity,
+    /// statistics and latency), so that 10,000 tenants fit in memory; default: one per tenant.
+    #[arg(long, value_name = "N")]
+    data_sets: Option<usize>,
+    /// Drop raw resource samples and summary rows older than this on every advance (at
+    /// least 1h), so a long run on the real clock stays the same size; default: keep all.
+    #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration)]
+    retain: Option<std::time::Duration>,
+    /// Median wait before the first byte of every Monitor and token request (simulated
+    /// time), e.g. 1s or 800ms; 0 = none.
+    #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration, default_value = "0")]
+    latency_p50: std::time::Duration,
+    /// 99th percentile of that wait (lognormal, σ = ln(p99/p50)/2.326); default: the p50.
+    #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration)]
+    latency_p99: Option<std::time::Duration>,
+    /// Share of tenants (0..1, chosen from the seed) that are slower.
+    #[arg(long, default_value_t = 0.0)]
+    slow_share: f64,
+    /// How much slower: their wait times this, their stream rate divided by it.
+    #[arg(long, default_value_t = 3.0)]
+    slow_factor: f64,
+    /// Bytes per second of each response body (simulated time); 0 = at once.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 0)]
+    stream_rate: u64,
+    /// Monitor requests in flight across all tenants beyond which the answer is 429 with
+    /// Retry-After: 1; 0 = no budget.
+    #[arg(long, default_value_t = 0)]
+    api_budget: u64,
+    /// `manual`: time moves only on POST /_sim/advance; `real`: it follows the wall clock
+    /// (times --time-scale), advancing every --tick.
+    #[arg(long, value_enum, default_value = "manual")]
+    clock: SimClock,
+    /// Simulated seconds per wall second: waits and streaming take simulated/F of wall time,
+    /// the real clock advances F simulated seconds per wall second.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    time_scale: f64,
+    /// How often (wall time) the real clock advances.
+    #[arg(long, value_name = "DUR", value_parser = citrix_harvester::config::parse_duration, default_value = "5s")]
+    tick: std::time::Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SimClock {
+    Manual,
+    Real,
+}
+
+impl SimBehaviour {
+    fn apply(self, opts: SimOptions) -> anyhow::Result<SimOptions> {
+        if self.latency_p50.is_zero() && self.latency_p99.is_some_and(|d| !d.is_zero()) {
+            anyhow::bail!("simulate: --latency-p99 needs --latency-p50");
+        }
+        let p50_ms = self.latency_p50.as_secs_f64() * 1000.0;
+        let latency = citrix_harvester::sim::Latency {
+            p50_ms,
+            p99_ms: self
+                .latency_p99
+                .map_or(p50_ms, |d| d.as_secs_f64() * 1000.0),
+            slow_share: self.slow_share,
+            slow_factor: self.slow_factor,
+            stream_rate: self.stream_rate,
+            api_budget: self.api_budget,
+            ..Default::default()
+        };
+        let opts = SimOptions {
+            machines_per_tenant: self.machines_per_tenant,
+            equal_tenants: self.equal_tenants,
+            data_sets: self.data_sets,
+            retain: self
+                .retain
+                .map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)),
+            latency,
+            time_scale: self.time_scale,
+            real_clock: (self.clock == SimClock::Real).then_some(self.tick),
+            ..opts
+        };
+        opts.validate()
+            .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+        Ok(opts)
+    }
+}
+
 async fn simulate(
     listen: SocketAddr,
     fallback: Option<SocketAddr>,
@@ -424,7 +518,9 @@ async fn simulate(
         "Regional host:  http://{listen}  (token: /cctrustoauth2/{{customer_id}}/tokens/clients, data: /monitorodata)"
     );
     println!("Fallback host:  http://{fallback}");
-    println!("Admin:          http://{listen}/_sim/stats, POST /_sim/faults");
+    println!(
+        "Admin:          http://{listen}/_sim/stats, POST /_sim/faults, POST /_sim/latency, POST /_sim/advance"
+    );
     println!("Simulated tenants (test credentials, not secrets):");
     for t in sim.tenants() {
         println!(
@@ -490,6 +586,7 @@ async fn main() -> ExitCode {
             page_size,
             sessions_per_day,
             history_days,
+            behaviour,
         }) => {
             let opts = SimOptions {
                 tenants,
@@ -499,7 +596,10 @@ async fn main() -> ExitCode {
                 history: chrono::Duration::seconds((history_days.max(0.0) * 86_400.0) as i64),
                 ..SimOptions::default()
             };
-            simulate(listen, fallback_listen, opts).await
+            match behaviour.apply(opts) {
+                Ok(opts) => simulate(listen, fallback_listen, opts).await,
+                Err(e) => Err(e),
+            }
         }
         Some(Command::Demo {
             tenants,

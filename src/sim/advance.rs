@@ -12,7 +12,8 @@
 //! - open sessions whose planned end has come end (`EndDate` at or after the old now, never
 //!   before): their Session, current Connection and ApplicationInstances get fresh
 //!   ModifiedDates; their machine's CurrentSessionCount and ModifiedDate follow;
-//! - late rows: `LATE_ROWS` failed launches (Session + Connection + ConnectionFailureLog, all
+//! - late rows (in an advance that crosses a whole UTC minute; any advance of a minute or more
+//!   does): `LATE_ROWS` failed launches (Session + Connection + ConnectionFailureLog, all
 //!   three with the same ModifiedDate) appear whose ModifiedDate lies 5–90 s *before* the old
 //!   now (`LATE_MAX_SECS`), as Citrix's consolidation lags; a harvester's overlap must be
 //!   at least 90 s to catch them. They are not re-aggregated into the minute summaries already
@@ -21,7 +22,9 @@
 //!   MachineMetric and SessionMetrics every 10 min, each up to the new now;
 //! - summary rows for every interval that became complete in `(old now, new now]`.
 //!
-//! Nothing is groomed on advance. At start, raw resource rows cover the last
+//! Nothing is groomed on advance unless asked (`groom`, `SimOptions::retain`): then raw
+//! resource samples and summary rows older than the cutoff go (never the newest row of a set,
+//! so Ids keep ascending). At start, raw resource rows cover the last
 //! `RAW_WINDOW_HOURS`, minute summaries the last `MINUTE_WINDOW_HOURS` (summary.rs).
 
 use std::collections::HashMap;
@@ -514,7 +517,14 @@ pub fn advance(w: &mut World, rows: &mut Rows, by: Duration) {
         }
         new_sessions.push((out.session, out.conns, out.failure));
     }
-    for _ in 0..LATE_ROWS {
+    // Once per advance that crosses a whole minute, so a real clock ticking every few seconds
+    // adds them at the same pace as a test advancing by minutes.
+    let late_rows = if old.timestamp().div_euclid(60) != new.timestamp().div_euclid(60) {
+        LATE_ROWS
+    } else {
+        0
+    };
+    for _ in 0..late_rows {
         let late = Duration::seconds(rng.random_range(LATE_MIN_SECS..=LATE_MAX_SECS));
         let modified = old - late;
         let start = modified - Duration::seconds(rng.random_range(66..120));
@@ -559,6 +569,43 @@ pub fn advance(w: &mut World, rows: &mut Rows, by: Duration) {
     };
     for (set, outs) in summary::summaries(rows, &w.machines, w.seed, w.idx, win) {
         append_out(rows, set, id_base(w, 10 + set.len() as u64), outs);
+    }
+}
+
+/// Sets groomed by `groom`, with their date column: samples by CollectedDate, summaries by
+/// SummaryDate (kept until two of their intervals have passed the cutoff). LoadIndexes are
+/// kept: a day's LoadIndexSummaries are computed from them at midnight.
+const GROOMED: &[(&str, &str)] = &[
+    ("ResourceUtilization", "CollectedDate"),
+    ("MachineMetric", "CollectedDate"),
+    ("SessionMetrics", "CollectedDate"),
+    ("SessionActivitySummaries", "SummaryDate"),
+    ("LogOnSummaries", "SummaryDate"),
+    ("FailureLogSummaries", "SummaryDate"),
+    ("LoadIndexSummaries", "SummaryDate"),
+    ("MachineSummaries", "SummaryDate"),
+    ("ResourceUtilizationSummary", "SummaryDate"),
+];
+
+/// Drops the rows of the `GROOMED` sets dated before `cutoff` (summaries: whose
+/// `SummaryDate + 2 × Granularity` is before it), except the newest (highest Id) of each set,
+/// from which the next Ids continue. Nothing else refers to these rows, and later summaries
+/// are computed from what is kept (samples are pure functions of their slot).
+pub fn groom(rows: &mut Rows, cutoff: Dt) {
+    for &(set, date_col) in GROOMED {
+        let (Some(def), Some(v)) = (schema::entity_set(set), rows.get_mut(set)) else {
+            continue;
+        };
+        let (k, d) = (def.key_index(), col(def, date_col));
+        let g = def.prop("Granularity");
+        let newest = v.iter().filter_map(|r| int(&r[k])).max();
+        v.retain(|r| {
+            let at = date(&r[d]).unwrap_or(cutoff);
+            let keep_for = g
+                .and_then(|g| int(&r[g]))
+                .map_or(Duration::zero(), |m| Duration::minutes(2 * m));
+            at + keep_for >= cutoff || int(&r[k]) == newest
+        });
     }
 }
 
@@ -732,6 +779,58 @@ mod tests {
             .iter()
             .filter(|r| v(def, r, "Granularity") == &Val::Int(gran))
             .collect()
+    }
+
+    #[test]
+    fn grooming_drops_old_samples_and_summaries_and_ids_keep_ascending() {
+        let (mut w, mut rows) = world("2024-08-07T09:13:30Z", 1);
+        let ru = &schema::RESOURCE_UTILIZATION;
+        let max_id = |rows: &Rows, set: &str| {
+            let def = schema::entity_set(set).unwrap();
+            rows[set]
+                .iter()
+                .filter_map(|r| int(&r[def.key_index()]))
+                .max()
+        };
+        advance(&mut w, &mut rows, Duration::hours(3));
+        let before_ru = rows["ResourceUtilization"].len();
+        let before_days = summary_rows(&rows, "MachineSummaries", 1440).len();
+        let (ru_max, li) = (
+            max_id(&rows, "ResourceUtilization"),
+            rows["LoadIndexes"].len(),
+        );
+        let cutoff = w.now - Duration::hours(1);
+        groom(&mut rows, cutoff);
+        assert!(rows["ResourceUtilization"].len() < before_ru / 2);
+        assert!(
+            rows["ResourceUtilization"]
+                .iter()
+                .all(|r| date(v(ru, r, "CollectedDate")).unwrap() >= cutoff)
+        );
+        assert_eq!(max_id(&rows, "ResourceUtilization"), ru_max);
+        assert_eq!(rows["LoadIndexes"].len(), li, "LoadIndexes are kept");
+        let ms = &schema::MACHINE_SUMMARIES;
+        for r in &rows["MachineSummaries"] {
+            let (at, g) = (
+                date(v(ms, r, "SummaryDate")).unwrap(),
+                int(v(ms, r, "Granularity")).unwrap(),
+            );
+            assert!(at + Duration::minutes(2 * g) >= cutoff, "{at} {g}");
+        }
+        assert_eq!(
+            summary_rows(&rows, "MachineSummaries", 1440).len(),
+            before_days,
+            "yesterday's daily rows stay"
+        );
+        advance(&mut w, &mut rows, Duration::minutes(30));
+        let ids: Vec<i64> = rows["ResourceUtilization"]
+            .iter()
+            .filter_map(|r| int(&r[ru.key_index()]))
+            .collect();
+        assert!(
+            ids.windows(2).all(|p| p[0] < p[1]),
+            "Ids ascend after grooming"
+        );
     }
 
     #[test]

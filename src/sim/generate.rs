@@ -7,6 +7,8 @@
 //! Realism choices worth knowing when reading test expectations:
 //! - Time zones are fixed UTC offsets (no daylight saving); the logon rush peaks 07:45–08:30
 //!   tenant-local on weekdays, weekends carry a quarter of a weekday's weight.
+//! - Machines: 20–60 per tenant, or `machines_per_tenant × scale` (users five per machine);
+//!   `equal_tenants` makes every scale 1.
 //! - The number of sessions over the history window is `sessions_per_day × days × scale`, spread
 //!   over the days by that weekday/weekend weight, so row counts do not depend on the weekday the
 //!   simulator starts on.
@@ -390,7 +392,7 @@ pub fn generate_world(
     let (_, domain) = NAMES[idx % NAMES.len()];
     let dns_suffix = format!("{}.local", domain.to_lowercase());
     let size = (opts.sessions_per_day as f64 / 300.0).min(1.0);
-    let scale = if idx == 0 {
+    let scale = if idx == 0 || opts.equal_tenants {
         1.0
     } else {
         SCALES[idx % SCALES.len()]
@@ -501,6 +503,9 @@ pub fn generate_world(
 
     // --- Users --------------------------------------------------------------------------
     let n_users = ((rng.random_range(100..=300usize) as f64 * size).round() as usize).max(10);
+    let n_users = opts
+        .machines_per_tenant
+        .map_or(n_users, |m| ((m as f64 * scale) as usize * 5).max(10));
     let mut users = Vec::with_capacity(n_users);
     let mut user_names: Vec<(String, String, String)> = Vec::with_capacity(n_users); // (full, sam, upn)
     let mut clients = Vec::with_capacity(n_users);
@@ -565,6 +570,9 @@ pub fn generate_world(
 
     // --- Machines (rows finished after sessions, which set counts and dates) ------------------
     let n_machines = ((rng.random_range(20..=60usize) as f64 * size).round() as usize).max(4);
+    let n_machines = opts
+        .machines_per_tenant
+        .map_or(n_machines, |m| ((m as f64 * scale).round() as usize).max(4));
     let mut machines: Vec<MachineInfo> = Vec::with_capacity(n_machines);
     let mut machine_rows: Vec<RowB> = Vec::with_capacity(n_machines);
     let mut per_dg_count = vec![0usize; dgs.len()];

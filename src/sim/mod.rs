@@ -9,7 +9,9 @@
 //! - `query`: the `$filter` parser and evaluator;  `odata`: the other query options, paging and
 //!   response shaping;
 //! - `auth`: issued tokens;  `faults`, `stats`: test controls;  `incident`: incidents written
-//!   into the data (logon storm, deregistration, failure spike);  `server`: the axum routes.
+//!   into the data (logon storm, deregistration, failure spike);  `server`: the axum routes;
+//! - `latency`: simulated waits, slow tenants, stream rate and API budget;  `stream`: a body
+//!   that trickles out at a rate;  `clock`: the real-time clock that advances on a timer.
 //!
 //! Entity sets served (names case-sensitive, three singular) and what they come from:
 //! - generated: `DesktopGroups`, `Catalogs`, `Hypervisors`, `Machines`, `Users`, `Sessions`,
@@ -43,15 +45,18 @@
 
 mod advance;
 mod auth;
+mod clock;
 mod data;
 mod faults;
 mod generate;
 mod incident;
+mod latency;
 mod odata;
 mod query;
 mod schema;
 mod server;
 mod stats;
+mod stream;
 mod summary;
 mod value;
 
@@ -63,7 +68,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{Faults, Incident, TokenFault};
-pub use stats::{SimStats, TenantStats};
+pub use latency::Latency;
+pub use stats::{ApiStats, SimStats, TenantStats};
 
 /// How much data to generate and how the server behaves.
 #[derive(Debug, Clone)]
@@ -86,6 +92,32 @@ pub struct SimOptions {
     /// `Entity(key)` and `/$count` segments (onprem-cvad.md §1). Windows authentication is not
     /// the simulator's: tests put a real NTLM/Kerberos acceptor in front of it.
     pub onprem_site: bool,
+    /// Machines of every tenant (times its size factor unless `equal_tenants`); `None` keeps
+    /// the generator's 20–60 (fewer when `sessions_per_day` is under 300). Users follow at
+    /// five per machine.
+    pub machines_per_tenant: Option<usize>,
+    /// Every tenant the size of tenant 0 (the benchmark's "medium" tenants), instead of the
+    /// 0.35–1.2 spread.
+    pub equal_tenants: bool,
+    /// `Some(k)`: only k data sets are generated and tenant i serves set `i mod k` (the data
+    /// of tenant `i mod k`, under its own identity, faults, statistics and latency), so that
+    /// ten thousand tenants fit in memory. Incidents and `touch_after_page` then change the
+    /// set, i.e. every tenant sharing it. `None` (default): every tenant its own data.
+    pub data_sets: Option<usize>,
+    /// With `Some(r)` every advance drops raw resource samples and summary rows older than
+    /// `now - r` (advance.rs, `groom`), so that a long run on the real clock stays the same
+    /// size; at least an hour. `None` (default): nothing is groomed.
+    pub retain: Option<chrono::Duration>,
+    /// Simulated latency (off by default); switchable at run time.
+    pub latency: Latency,
+    /// Simulated seconds per wall-clock second (> 0): latency and streaming sleep
+    /// `simulated / time_scale` of wall time, and the real clock advances `time_scale`
+    /// simulated seconds per wall second.
+    pub time_scale: f64,
+    /// With `Some(tick)` the simulated clock follows wall time: every `tick` (wall time) it
+    /// advances to `start + elapsed × time_scale`, so new rows appear as time passes. `None`
+    /// (the default) moves it only on `advance`.
+    pub real_clock: Option<std::time::Duration>,
 }
 
 /// Rows per page of an on-premises controller (Citrix's on-prem sample shows `$skip=100`).
@@ -105,7 +137,34 @@ impl Default for SimOptions {
             sessions_per_day: 300,
             token_lifetime_secs: 3600,
             onprem_site: false,
+            machines_per_tenant: None,
+            equal_tenants: false,
+            data_sets: None,
+            retain: None,
+            latency: Latency::default(),
+            time_scale: 1.0,
+            real_clock: None,
         }
+    }
+}
+
+impl SimOptions {
+    /// Checks the settings a command line can get wrong; the message names the option.
+    pub fn validate(&self) -> Result<(), String> {
+        self.latency.validate()?;
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0 && self.time_scale <= 1000.0) {
+            return Err(format!(
+                "time_scale must be above 0 and at most 1000, not {}",
+                self.time_scale
+            ));
+        }
+        if self.retain.is_some_and(|r| r < chrono::Duration::hours(1)) {
+            return Err("retain must be at least an hour".into());
+        }
+        if self.real_clock.is_some_and(|t| t.is_zero()) {
+            return Err("the real clock's tick must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -126,8 +185,15 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Generates all data deterministically from `opts.seed`.
-    pub fn new(opts: SimOptions) -> Simulator {
+    /// Generates all data deterministically from `opts.seed`. Options that fail
+    /// `SimOptions::validate` are replaced by their defaults, with a warning.
+    pub fn new(mut opts: SimOptions) -> Simulator {
+        if let Err(e) = opts.validate() {
+            tracing::warn!(error = %e, "simulator options invalid; latency and clock use defaults");
+            let d = SimOptions::default();
+            (opts.latency, opts.time_scale, opts.real_clock) = (d.latency, d.time_scale, None);
+            opts.retain = None;
+        }
         Simulator {
             state: Arc::new(server::State::new(opts)),
         }
@@ -189,6 +255,9 @@ impl Simulator {
         fallback: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        if let Some(tick) = self.state.real_clock() {
+            tokio::spawn(clock::run(self.state.clone(), tick, shutdown.clone()));
+        }
         server::serve(self.state, regional, fallback, shutdown).await
     }
 }
@@ -280,6 +349,17 @@ impl SimHandle {
             true => Ok(()),
             false => Err(format!("no simulated tenant {customer_id}")),
         }
+    }
+
+    /// The latency settings in force.
+    pub fn latency(&self) -> Latency {
+        self.state.latency()
+    }
+
+    /// Replaces the latency settings for the requests that arrive from now on; an invalid
+    /// setting is an error naming the field and changes nothing.
+    pub fn set_latency(&self, latency: Latency) -> Result<(), String> {
+        self.state.set_latency(latency)
     }
 
     pub fn shutdown(&self) {

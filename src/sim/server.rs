@@ -13,6 +13,11 @@
 //! - `GET /monitorodata/$metadata` returns a minimal CSDL document generated from the schema;
 //!   `GET /monitorodata` the service document. The fallback listener serves tokens only.
 //! - `slow_ms` delays Monitor responses only (not tokens), holding the in-flight slot.
+//! - Simulated latency (latency.rs, docs/performance.md "Simulated latency"): an admitted
+//!   Monitor request and a token request of a known tenant wait their drawn time before
+//!   anything else; a Monitor request stays in flight (tenant and API-wide) until the last
+//!   byte of its body, which streams at the set rate; beyond `api_budget` requests in flight
+//!   the answer is 429 with `Retry-After`. Refusals (401/403/429) answer at once.
 //! - `touch_after_page` modifies a served row while the client pages (see `Faults`).
 //! - On-premises mode (`SimOptions::onprem_site`): the last tenant's data also under
 //!   `/Citrix/Monitor/OData/v4/Data` with no token and no customer header, 100 rows a page,
@@ -39,8 +44,10 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{TokenCheck, Tokens, parse_authorization};
 use super::data::TenantData;
 use super::faults::{Faults, MonitorFault, TokenFault};
+use super::latency::Latency;
 use super::schema::{ENTITY_SETS, EntityDef, NavKind, entity_set};
-use super::stats::{SimStats, TenantStats};
+use super::stats::{ApiStats, SimStats, TenantStats};
+use super::stream::Throttled;
 use super::value::Val;
 use super::{SimOptions, SimTenant, advance, generate, incident, odata};
 use chrono::{DateTime, Utc};
@@ -50,15 +57,23 @@ const REQUEST_LOG_CAP: usize = 100_000;
 
 const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
 
-struct Tenant {
-    info: SimTenant,
+/// Generated rows and their generator state: one tenant's own, or shared by every tenant of
+/// the same data set (`SimOptions::data_sets`).
+struct Store {
     /// Read by every request; replaced (write lock) by `advance`.
     data: RwLock<TenantData>,
     /// Generator state for `advance`; locked before `data` when both are needed.
     world: Mutex<generate::World>,
+}
+
+struct Tenant {
+    info: SimTenant,
+    store: Arc<Store>,
     faults: Mutex<Faults>,
     stats: Mutex<TenantStats>,
     in_flight: AtomicU64,
+    /// Latency draws so far (the per-request counter of `Latency::first_byte`).
+    draws: AtomicU64,
 }
 
 impl Tenant {
@@ -71,7 +86,15 @@ impl Tenant {
     }
 
     fn data(&self) -> std::sync::RwLockReadGuard<'_, TenantData> {
-        self.data.read().unwrap_or_else(|e| e.into_inner())
+        self.store.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn data_mut(&self) -> std::sync::RwLockWriteGuard<'_, TenantData> {
+        self.store.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, generate::World> {
+        self.store.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -81,6 +104,8 @@ pub struct State {
     /// The simulated present (`opts.now` plus every advance).
     now: Mutex<DateTime<Utc>>,
     tenants: Vec<Tenant>,
+    /// The distinct data sets (one per tenant unless `SimOptions::data_sets`).
+    stores: Vec<Arc<Store>>,
     by_customer: HashMap<String, usize>,
     by_client: HashMap<String, usize>,
     tokens: Tokens,
@@ -90,21 +115,40 @@ pub struct State {
     order: Mutex<Vec<(usize, &'static str)>>,
     /// Cancelled when serving stops, so hanging fault responses end.
     stop: CancellationToken,
+    /// Simulated latency; switchable at run time (`POST /_sim/latency`).
+    latency: RwLock<Latency>,
+    /// Monitor requests in flight across all tenants, the most ever, and budget 429s.
+    api_in_flight: AtomicU64,
+    api_max_in_flight: AtomicU64,
+    budget_429: AtomicU64,
 }
 
 impl State {
     pub fn new(opts: SimOptions) -> State {
+        let sets = opts
+            .data_sets
+            .filter(|&k| k > 0)
+            .map_or(opts.tenants, |k| k.min(opts.tenants));
+        let stores: Vec<Arc<Store>> = (0..sets)
+            .map(|j| {
+                let info = generate::tenant_identity(opts.seed, j);
+                let (world, rows) = generate::generate_world(&opts, j, &info);
+                Arc::new(Store {
+                    data: RwLock::new(TenantData::new(rows)),
+                    world: Mutex::new(world),
+                })
+            })
+            .collect();
         let tenants: Vec<Tenant> = (0..opts.tenants)
             .map(|i| {
                 let info = generate::tenant_identity(opts.seed, i);
-                let (world, rows) = generate::generate_world(&opts, i, &info);
                 Tenant {
                     info,
-                    data: RwLock::new(TenantData::new(rows)),
-                    world: Mutex::new(world),
+                    store: stores[i % sets].clone(),
                     faults: Mutex::new(Faults::default()),
                     stats: Mutex::new(TenantStats::default()),
                     in_flight: AtomicU64::new(0),
+                    draws: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -119,8 +163,13 @@ impl State {
             .map(|(i, t)| (t.info.client_id.clone(), i))
             .collect();
         State {
+            stores,
             tokens: Tokens::new(opts.seed),
             now: Mutex::new(opts.now),
+            latency: RwLock::new(opts.latency.clone()),
+            api_in_flight: AtomicU64::new(0),
+            api_max_in_flight: AtomicU64::new(0),
+            budget_429: AtomicU64::new(0),
             opts,
             tenants,
             by_customer,
@@ -160,12 +209,15 @@ impl State {
         if by <= chrono::Duration::zero() {
             return;
         }
-        for t in &self.tenants {
-            let mut world = t.world.lock().unwrap_or_else(|e| e.into_inner());
-            let mut data = t.data.write().unwrap_or_else(|e| e.into_inner());
+        for store in &self.stores {
+            let mut world = store.world.lock().unwrap_or_else(|e| e.into_inner());
+            let mut data = store.data.write().unwrap_or_else(|e| e.into_inner());
             let mut rows =
                 std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
             advance::advance(&mut world, &mut rows, by);
+            if let Some(r) = self.opts.retain {
+                advance::groom(&mut rows, *now + by - r);
+            }
             *data = TenantData::new(rows);
         }
         *now += by;
@@ -181,13 +233,68 @@ impl State {
     }
 
     pub fn stats(&self) -> SimStats {
+        let latency = self.latency();
         SimStats {
             tenants: self
                 .tenants
                 .iter()
-                .map(|t| (t.info.customer_id.clone(), t.stats().clone()))
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut s = t.stats().clone();
+                    s.slow = latency.is_slow(self.opts.seed, i);
+                    s.latency_ms = (s.wait_us + s.stream_us) / 1000;
+                    (t.info.customer_id.clone(), s)
+                })
                 .collect(),
+            api: ApiStats {
+                in_flight: self.api_in_flight.load(Ordering::SeqCst),
+                max_in_flight: self.api_max_in_flight.load(Ordering::SeqCst),
+                budget_429: self.budget_429.load(Ordering::SeqCst),
+            },
         }
+    }
+
+    pub fn latency(&self) -> Latency {
+        self.latency
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the latency settings (checked first).
+    pub fn set_latency(&self, latency: Latency) -> Result<(), String> {
+        latency.validate()?;
+        *self.latency.write().unwrap_or_else(|e| e.into_inner()) = latency;
+        Ok(())
+    }
+
+    /// Sleeps `d` of simulated time (`d / time_scale` of wall time), or until serving stops.
+    async fn sleep_simulated(&self, d: std::time::Duration) {
+        if d.is_zero() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.wall(d)) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Wall time of a simulated duration.
+    fn wall(&self, d: std::time::Duration) -> std::time::Duration {
+        d.div_f64(self.opts.time_scale)
+    }
+
+    /// The wait before the first byte of tenant `t`'s next request: drawn, counted in its
+    /// statistics, slept.
+    async fn first_byte_wait(&self, t: usize) {
+        let tenant = &self.tenants[t];
+        let n = tenant.draws.fetch_add(1, Ordering::Relaxed);
+        let d = self.latency().first_byte(self.opts.seed, t, n);
+        if d.is_zero() {
+            return;
+        }
+        tenant.stats().wait_us += d.as_micros() as u64;
+        self.sleep_simulated(d).await;
     }
 
     /// Replaces a tenant's faults; `Ok(false)` for an unknown tenant. Incidents not switched
@@ -208,8 +315,8 @@ impl State {
         if !new.is_empty() {
             // Lock order as in `advance`: the `now` lock, the world, then the data.
             let now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-            let mut world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
-            let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+            let mut world = tenant.world();
+            let mut data = tenant.data_mut();
             let mut rows =
                 std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
             let applied = new
@@ -292,6 +399,10 @@ fn router(ctx: Ctx) -> Router {
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/advance", post(admin_advance))
         .route("/_sim/now", get(admin_now))
+        .route(
+            "/_sim/latency",
+            get(admin_get_latency).post(admin_set_latency),
+        )
         .route(
             "/_sim/faults",
             get(admin_get_faults)
@@ -378,6 +489,7 @@ async fn token(
     };
 
     if let Some(t) = tenant {
+        state.first_byte_wait(t).await;
         let tenant = &state.tenants[t];
         let fault = {
             let mut s = tenant.stats();
@@ -491,21 +603,40 @@ async fn token(
 // ---------------------------------------------------------------------------------------
 // Monitor service
 
-/// Releases a tenant's in-flight slot however the handler ends (also when the client hangs up).
-struct InFlight<'a>(&'a AtomicU64);
+/// A Monitor request in flight: counted for its tenant and across the API from admission
+/// until the last byte of its body (or until the client hangs up).
+struct InFlight {
+    state: Arc<State>,
+    t: usize,
+}
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl InFlight {
+    /// Counts a request of tenant `t`; returns the guard and the tenant's and the API's
+    /// requests in flight including this one.
+    fn enter(state: &Arc<State>, t: usize) -> (InFlight, u64, u64) {
+        let n = state.tenants[t].in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let api = state.api_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.api_max_in_flight.fetch_max(api, Ordering::SeqCst);
+        let guard = InFlight {
+            state: state.clone(),
+            t,
+        };
+        (guard, n, api)
     }
 }
 
-/// Checks auth and the per-tenant concurrency rule; on success returns the tenant index and
-/// the in-flight guard.
-fn admit<'a>(
-    state: &'a State,
-    headers: &HeaderMap,
-) -> Result<(usize, InFlight<'a>), Box<Response>> {
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.tenants[self.t]
+            .in_flight
+            .fetch_sub(1, Ordering::SeqCst);
+        self.state.api_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Checks auth, the per-tenant concurrency rule and the API budget; on success returns the
+/// tenant index and the in-flight guard.
+fn admit(state: &Arc<State>, headers: &HeaderMap) -> Result<(usize, InFlight), Box<Response>> {
     let named = headers
         .get("citrix-customerid")
         .and_then(|v| v.to_str().ok())
@@ -561,8 +692,7 @@ fn admit<'a>(
         ));
     }
     let t = &state.tenants[tenant];
-    let n = t.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let guard = InFlight(&t.in_flight);
+    let (guard, n, api) = InFlight::enter(state, tenant);
     let mut s = t.stats();
     s.max_in_flight = s.max_in_flight.max(n);
     if n > 1 {
@@ -573,11 +703,34 @@ fn admit<'a>(
         )));
     }
     drop(s);
+    if let Some(r) = over_budget(state, tenant, api) {
+        return Err(Box::new(r));
+    }
     Ok((tenant, guard))
 }
 
-/// Applies `slow_ms` and the injected 429/500 faults.
+/// The API-wide budget: a 429 with `Retry-After` when `api` requests in flight exceed it.
+fn over_budget(state: &State, t: usize, api: u64) -> Option<Response> {
+    let latency = state.latency();
+    if latency.api_budget == 0 || api <= latency.api_budget {
+        return None;
+    }
+    state.budget_429.fetch_add(1, Ordering::SeqCst);
+    state.tenants[t].stats().responses_429 += 1;
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"statusCode": 429, "message": "Rate limit is exceeded. Try again later."}),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(latency.retry_after_secs),
+    );
+    Some(r)
+}
+
+/// Waits the simulated latency, then applies `slow_ms` and the injected 429/500 faults.
 async fn injected(state: &State, t: usize) -> Option<Response> {
+    state.first_byte_wait(t).await;
     let tenant = &state.tenants[t];
     let slow = tenant.faults().slow_ms;
     if slow > 0 {
@@ -624,11 +777,10 @@ fn onprem_base(headers: &HeaderMap, local: SocketAddr) -> String {
 
 /// Counts the request of the site and holds its in-flight mark (no 429: the on-prem service
 /// documents no one-request rule).
-fn admit_site(state: &State) -> Option<(usize, InFlight<'_>)> {
+fn admit_site(state: &Arc<State>) -> Option<(usize, InFlight)> {
     let t = state.onprem_site()?;
     let tenant = &state.tenants[t];
-    let n = tenant.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let guard = InFlight(&tenant.in_flight);
+    let (guard, n, _) = InFlight::enter(state, t);
     let mut s = tenant.stats();
     s.requests += 1;
     s.max_in_flight = s.max_in_flight.max(n);
@@ -637,14 +789,14 @@ fn admit_site(state: &State) -> Option<(usize, InFlight<'_>)> {
 
 async fn onprem_service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Response {
     let state = &ctx.state;
-    let Some((t, _guard)) = admit_site(state) else {
+    let Some((t, guard)) = admit_site(state) else {
         return not_found(Uri::from_static("/")).await;
     };
     if let Some(r) = injected(state, t).await {
         return r;
     }
     let base = onprem_base(&headers, ctx.local);
-    service_document_body(state, t, &base)
+    service_document_body(state, t, &base, guard)
 }
 
 async fn onprem_monitor(
@@ -654,7 +806,7 @@ async fn onprem_monitor(
     uri: Uri,
 ) -> Response {
     let state = &ctx.state;
-    let Some((t, _guard)) = admit_site(state) else {
+    let Some((t, guard)) = admit_site(state) else {
         return not_found(uri).await;
     };
     if let Some(r) = injected(state, t).await {
@@ -691,17 +843,17 @@ async fn onprem_monitor(
             order.push((t, def.set));
         }
     }
-    finish_ok(state, t, def.set, rows, body)
+    finish_ok(state, t, def.set, rows, body, guard)
 }
 
 /// The OData service document (every entity set) under `base`, cloud or on-premises alike.
-fn service_document_body(state: &State, t: usize, base: &str) -> Response {
+fn service_document_body(state: &State, t: usize, base: &str, guard: InFlight) -> Response {
     let value: Vec<_> = ENTITY_SETS
         .iter()
         .map(|d| json!({"name": d.set, "kind": "EntitySet", "url": d.set}))
         .collect();
     let body = json!({"@odata.context": format!("{base}/$metadata"), "value": value});
-    finish_ok(state, t, "", 0, body.to_string().into_bytes())
+    finish_ok(state, t, "", 0, body.to_string().into_bytes(), guard)
 }
 
 /// `http://<Host header>/monitorodata`: links point wherever the client reached us; `https`
@@ -724,15 +876,23 @@ fn service_base(headers: &HeaderMap, local: SocketAddr) -> String {
     }
 }
 
-fn odata_ok(content_type: &'static str, body: Vec<u8>) -> Response {
+fn odata_ok(content_type: &'static str, body: impl Into<Body>) -> Response {
     let mut r = respond(StatusCode::OK, content_type, body);
     r.headers_mut()
         .insert("odata-version", HeaderValue::from_static("4.0"));
     r
 }
 
-/// Finishes a 200: counts rows and applies `malformed_json`.
-fn finish_ok(state: &State, t: usize, set: &str, rows: usize, mut body: Vec<u8>) -> Response {
+/// Finishes a 200: counts rows, applies `malformed_json` and streams the body at the
+/// simulated rate (holding the request in flight until its last byte).
+fn finish_ok(
+    state: &State,
+    t: usize,
+    set: &str,
+    rows: usize,
+    mut body: Vec<u8>,
+    guard: InFlight,
+) -> Response {
     let tenant = &state.tenants[t];
     if tenant.faults().take_malformed() {
         body.truncate(body.len() / 2);
@@ -743,12 +903,18 @@ fn finish_ok(state: &State, t: usize, set: &str, rows: usize, mut body: Vec<u8>)
             .entry(set.to_string())
             .or_default() += rows as u64;
     }
-    odata_ok(ODATA_JSON, body)
+    let took = state.latency().stream_time(state.opts.seed, t, body.len());
+    if took.is_zero() {
+        return odata_ok(ODATA_JSON, body);
+    }
+    tenant.stats().stream_us += took.as_micros() as u64;
+    let slow = Throttled::new(body.into(), state.wall(took), state.stop.clone(), guard);
+    odata_ok(ODATA_JSON, Body::new(slow))
 }
 
 async fn service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Response {
     let state = &ctx.state;
-    let (t, _guard) = match admit(state, &headers) {
+    let (t, guard) = match admit(state, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -756,7 +922,7 @@ async fn service_document(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Res
         return r;
     }
     let base = service_base(&headers, ctx.local);
-    service_document_body(state, t, &base)
+    service_document_body(state, t, &base, guard)
 }
 
 async fn monitor(
@@ -766,7 +932,7 @@ async fn monitor(
     uri: Uri,
 ) -> Response {
     let state = &ctx.state;
-    let (t, _guard) = match admit(state, &headers) {
+    let (t, guard) = match admit(state, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -810,7 +976,7 @@ async fn monitor(
     if def.prop("ModifiedDate").is_some() && state.tenants[t].faults().touch_after_page {
         touch_first_row(state, &state.tenants[t], def, &body);
     }
-    finish_ok(state, t, def.set, rows, body)
+    finish_ok(state, t, def.set, rows, body, guard)
 }
 
 /// The `touch_after_page` fault: once a page with a nextLink was served, sets `ModifiedDate` of
@@ -828,8 +994,8 @@ fn touch_first_row(state: &State, tenant: &Tenant, def: &EntityDef, body: &[u8])
     tenant.faults().touch_after_page = false;
     let now = state.now();
     let (k, m) = (def.key_index(), def.prop("ModifiedDate").expect("checked"));
-    let _world = tenant.world.lock().unwrap_or_else(|e| e.into_inner());
-    let mut data = tenant.data.write().unwrap_or_else(|e| e.into_inner());
+    let _world = tenant.world();
+    let mut data = tenant.data_mut();
     let mut all = std::mem::replace(&mut *data, TenantData::new(HashMap::new())).into_rows();
     if let Some(row) = all
         .get_mut(def.set)
@@ -890,6 +1056,16 @@ impl State {
             .onprem_site
             .then(|| self.tenants.len().checked_sub(1))
             .flatten()
+    }
+
+    /// The wall-time tick of the real clock, if it is on (`SimOptions::real_clock`).
+    pub fn real_clock(&self) -> Option<std::time::Duration> {
+        self.opts.real_clock
+    }
+
+    /// Simulated seconds per wall second.
+    pub fn time_scale(&self) -> f64 {
+        self.opts.time_scale
     }
 
     /// Tenant index of a customer id.
@@ -1036,4 +1212,35 @@ async fn admin_now(AxState(ctx): AxState<Ctx>) -> Response {
 async fn admin_clear_faults(AxState(ctx): AxState<Ctx>) -> Response {
     ctx.state.clear_faults();
     StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_get_latency(AxState(ctx): AxState<Ctx>) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_value(ctx.state.latency()).unwrap_or_default(),
+    )
+}
+
+/// Body: some `Latency` fields (`{"p50_ms": 1000, "p99_ms": 5000}`); the others keep their
+/// value. Unknown fields and invalid values are rejected (400) and change nothing. Answers the
+/// settings now in force.
+async fn admin_set_latency(AxState(ctx): AxState<Ctx>, body: Bytes) -> Response {
+    let bad = |m: String| json_response(StatusCode::BAD_REQUEST, json!({"error": m}));
+    let patch: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(format!("body is not a JSON object: {e}")),
+    };
+    let mut current = match serde_json::to_value(ctx.state.latency()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return bad("latency settings do not serialise".into()),
+    };
+    current.extend(patch);
+    let latency: Latency = match serde_json::from_value(serde_json::Value::Object(current)) {
+        Ok(l) => l,
+        Err(e) => return bad(format!("invalid latency: {e}")),
+    };
+    if let Err(e) = ctx.state.set_latency(latency) {
+        return bad(format!("invalid latency: {e}"));
+    }
+    admin_get_latency(AxState(ctx)).await
 }

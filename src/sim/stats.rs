@@ -31,10 +31,36 @@ pub struct TenantStats {
     pub max_in_flight: u64,
     /// Top-level rows served in 200 answers, per entity set (expanded rows not counted).
     pub rows_served: BTreeMap<String, u64>,
+    /// Whether the simulated latency counts this tenant among the slow ones.
+    pub slow: bool,
+    /// Sum of the waits before the first byte imposed on this tenant's Monitor and token
+    /// requests, in simulated µs.
+    pub wait_us: u64,
+    /// Sum of the streaming times of this tenant's response bodies, in simulated µs.
+    pub stream_us: u64,
+    /// `(wait_us + stream_us) / 1000`: the latency imposed on this tenant, its *ideal* cycle
+    /// (one request at a time makes nothing faster possible), in simulated ms.
+    pub latency_ms: u64,
+}
+
+/// Counters across all tenants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiStats {
+    /// Monitor requests in flight across all tenants right now (admitted past authentication,
+    /// until the last byte of the body).
+    pub in_flight: u64,
+    /// The most ever in flight at once.
+    pub max_in_flight: u64,
+    /// 429 answers because `api_budget` was exhausted (also counted in the tenant's
+    /// `responses_429`).
+    pub budget_429: u64,
 }
 
 /// All tenants, keyed by customer id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     pub tenants: BTreeMap<String, TenantStats>,
+    pub api: ApiStats,
 }
