@@ -1,8 +1,8 @@
 //! The scheduler: one tokio task per tenant, each running a cycle (token, then every configured
 //! entity kind) every `interval` with random `jitter`, and `--once`: one cycle for every tenant,
 //! then a summary. A cycle that overruns its interval skips the next tick with a warning.
-//! Tenants share nothing but the sink and a global request limit, so a failing tenant delays no
-//! other (DESIGN.md rule 4). Shutdown: every wait selects on the cancellation token, and a
+//! Tenants share nothing but the sink, the HTTP client and the process-wide limits (requests in
+//! flight, the body budget), so a failing tenant delays no other (DESIGN.md rule 4). Shutdown: every wait selects on the cancellation token, and a
 //! collector stops after the page it is writing.
 
 use std::sync::Arc;
@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::Rng;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{CheckpointError, Checkpoints};
-use crate::citrix::client::{MonitorClient, http_client};
+use crate::citrix::client::{Limits, MonitorClient, http_client};
 use crate::collect::{Ctx, Env, Job, LoopSettings, registry};
 use crate::config::{Config, TenantConfig};
 use crate::reload::Reload;
@@ -73,10 +72,10 @@ impl Tenant {
     }
 }
 
-/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the global limit.
+/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the limits.
 struct TenantFactory {
     http: reqwest::Client,
-    global: Arc<Semaphore>,
+    limits: Limits,
     citrix: crate::config::CitrixConfig,
     schedule: std::collections::BTreeMap<String, Duration>,
     interval: Duration,
@@ -89,7 +88,7 @@ impl TenantFactory {
             self.http.clone(),
             t,
             &self.citrix,
-            self.global.clone(),
+            self.limits.clone(),
             self.interval,
         )?;
         Ok(Tenant {
@@ -134,7 +133,10 @@ impl Harvester {
         .map_err(RunError::Http)?;
         let factory = TenantFactory {
             http,
-            global: Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests)),
+            limits: Limits::new(
+                cfg.harvester.max_requests_in_flight,
+                cfg.harvester.body_budget,
+            ),
             citrix: cfg.citrix.clone(),
             schedule: cfg.harvester.schedule.clone(),
             interval: cfg.harvester.interval,
@@ -149,6 +151,8 @@ impl Harvester {
             cfg.harvester.unhealthy_after,
         ));
         metrics.reload_finished(true, Utc::now());
+        metrics.watch_limits(factory.limits.clone());
+        crate::memory::allow_descriptors(cfg.harvester.max_requests_in_flight);
         Ok(Harvester {
             tenants,
             factory,
@@ -245,7 +249,7 @@ impl Harvester {
         summary
     }
 
-    /// One cycle for every tenant, concurrently (bounded by the global request limit). A tenant
+    /// One cycle for every tenant, concurrently (bounded by the shared limits). A tenant
     /// whose task panicked gets a failed summary (so `--once` exits non-zero), never none.
     pub async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> Vec<TenantSummary> {
         let mut set = tokio::task::JoinSet::new();
@@ -581,6 +585,9 @@ fn random_below(max: Duration) -> Duration {
 pub struct RunReport {
     pub summaries: Vec<TenantSummary>,
     pub sink: crate::sink::SinkStats,
+    /// The shared limits at the end: the most requests ever on the wire, and the body budget.
+    pub peak_requests_in_flight: u64,
+    pub budget: crate::budget::BudgetSnapshot,
 }
 
 impl RunReport {
@@ -645,9 +652,14 @@ pub async fn run_report(
     if let Some(l) = listener {
         let _ = l.await;
     }
+    let limits = &h.factory.limits;
     Ok(RunReport {
         summaries: out,
         sink: h.sink().stats(),
+        peak_requests_in_flight: limits
+            .peak_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        budget: limits.budget.snapshot(),
     })
 }
 

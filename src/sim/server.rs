@@ -88,6 +88,9 @@ pub struct State {
     /// order they were admitted (the first REQUEST_LOG_CAP): shows how a client interleaves
     /// tenants. Only recorded; it never influences an answer.
     order: Mutex<Vec<(usize, &'static str)>>,
+    /// Monitor requests in flight over all tenants, and the most ever (only counted).
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     /// Cancelled when serving stops, so hanging fault responses end.
     stop: CancellationToken,
 }
@@ -126,6 +129,8 @@ impl State {
             by_customer,
             by_client,
             order: Mutex::new(Vec::new()),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             stop: CancellationToken::new(),
         }
     }
@@ -187,6 +192,7 @@ impl State {
                 .iter()
                 .map(|t| (t.info.customer_id.clone(), t.stats().clone()))
                 .collect(),
+            max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
         }
     }
 
@@ -492,11 +498,23 @@ async fn token(
 // Monitor service
 
 /// Releases a tenant's in-flight slot however the handler ends (also when the client hangs up).
-struct InFlight<'a>(&'a AtomicU64);
+/// A request's mark in its tenant's and the API-wide in-flight counts.
+struct InFlight<'a>(&'a AtomicU64, &'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    /// Counts a request in; returns its mark and the tenant's count with it.
+    fn enter(tenant: &'a AtomicU64, state: &'a State) -> (InFlight<'a>, u64) {
+        let n = tenant.fetch_add(1, Ordering::SeqCst) + 1;
+        let all = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(all, Ordering::SeqCst);
+        (InFlight(tenant, &state.in_flight), n)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -561,8 +579,7 @@ fn admit<'a>(
         ));
     }
     let t = &state.tenants[tenant];
-    let n = t.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let guard = InFlight(&t.in_flight);
+    let (guard, n) = InFlight::enter(&t.in_flight, state);
     let mut s = t.stats();
     s.max_in_flight = s.max_in_flight.max(n);
     if n > 1 {
@@ -627,8 +644,7 @@ fn onprem_base(headers: &HeaderMap, local: SocketAddr) -> String {
 fn admit_site(state: &State) -> Option<(usize, InFlight<'_>)> {
     let t = state.onprem_site()?;
     let tenant = &state.tenants[t];
-    let n = tenant.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let guard = InFlight(&tenant.in_flight);
+    let (guard, n) = InFlight::enter(&tenant.in_flight, state);
     let mut s = tenant.stats();
     s.requests += 1;
     s.max_in_flight = s.max_in_flight.max(n);

@@ -35,6 +35,9 @@ pub struct TenantStats {
 
 /// All tenants, keyed by customer id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     pub tenants: BTreeMap<String, TenantStats>,
+    /// The most Monitor requests ever in flight at once over all tenants (API-wide).
+    pub max_in_flight: u64,
 }
