@@ -30,6 +30,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// reservation while it streams in.
 pub const FIRST_PAGE_ESTIMATE: usize = 256 << 10;
 
+/// How long an answer that arrived while the body budget was full may wait for its share,
+/// body unread, before it is abandoned and the page requested again once the share is free.
+const BUDGET_HOLD: Duration = Duration::from_secs(5);
+
 /// How often one request may be sent again because its body outgrew what could be reserved
 /// (each time the reservation at least doubles, so a few suffice up to `max_page_bytes`).
 const MAX_REFETCHES: u32 = 8;
@@ -203,6 +207,12 @@ impl AuthSource {
     }
 }
 
+/// Idle connections kept per host between requests, over all tenants.
+pub const IDLE_CONNECTIONS_PER_HOST: usize = 32;
+
+/// How long an idle connection is kept for the next request.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Error bodies are read up to this much (only a snippet of them is ever shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -218,7 +228,12 @@ pub fn http_client(
         .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        // Connections are shared by every tenant (Citrix's rule is about requests, not
+        // connections). Thousands may be open during a burst; only a few stay open between
+        // cycles, so idle tenants cost no sockets and no connection buffers.
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -273,6 +288,19 @@ impl MonitorClient {
             request_timeout: citrix.request_timeout,
             stats: ClientStats::default(),
         })
+    }
+
+    /// The step before a cycle ([`AuthSource::ready`]) on a request slot: a token request
+    /// waits on Citrix like a Monitor request, and ten thousand tenants starting at once must
+    /// not open ten thousand sockets.
+    pub async fn ready(&self) -> Result<(), MonitorErrorKind> {
+        let _slot = self
+            .limits
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        self.auth.ready().await
     }
 
     /// Where a walk starts: the Monitor base, or a site's healthy controller.
@@ -506,16 +534,29 @@ impl MonitorClient {
                 .content_length()
                 .map_or(estimate, |n| n.min(usize::MAX as u64) as usize)
                 .clamp(1, self.max_page_bytes);
+            if reserved.as_mut().is_some_and(|r| !r.try_grow(need)) {
+                // A share taken before sending is too small and cannot grow: give it back
+                // first, so that the wait below holds nothing of the budget.
+                *reserved = None;
+            }
             let bytes = match reserved {
                 Some(r) => r,
                 None => match self.limits.budget.try_reserve(need) {
                     Some(r) => reserved.insert(r),
-                    None => return Ok(Fetched::NeedBudget(need)),
+                    // The answer is here and this request holds nothing of the budget: it may
+                    // wait a moment for its share with the body unread (TCP holds it back)
+                    // rather than ask Citrix again; holding no budget, it cannot deadlock.
+                    None => match tokio::time::timeout(
+                        BUDGET_HOLD.min(self.request_timeout / 2),
+                        self.limits.budget.reserve(need),
+                    )
+                    .await
+                    {
+                        Ok(r) => reserved.insert(r),
+                        Err(_) => return Ok(Fetched::NeedBudget(need)),
+                    },
                 },
             };
-            if !bytes.try_grow(need) {
-                return Ok(Fetched::NeedBudget(need));
-            }
             let read = crate::body::read_reserved(resp, self.max_page_bytes, bytes).await;
             let body = match read {
                 Ok(body) => body,
