@@ -109,6 +109,10 @@ async fn hundreds_of_slow_tenants_wait_on_citrix_side_by_side_and_each_row_is_wr
             .collect::<Vec<_>>()
     );
     let stats = sim.stats();
+    eprintln!(
+        "in flight at most: {} (simulator), {} (harvester); body budget: {:?}",
+        stats.max_in_flight, report.peak_requests_in_flight, report.budget
+    );
     assert!(
         stats.max_in_flight > 100,
         "only {} requests were ever in flight API-wide",
