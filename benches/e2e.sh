@@ -12,8 +12,9 @@
 # Environment: SESSIONS_PER_DAY (640) and HISTORY_DAYS (1) set the data volume (about 1000
 # connections per tenant on average: tenants are 0.35-1.2x tenant 0), PAGE_SIZE (1000, as in
 # Citrix Cloud), BASELINE=0 skips the Python baseline, IDLE=0 skips the idle measurement,
-# MAX_CONCURRENT_REQUESTS sets the harvester's harvester.max_concurrent_requests (default 32;
-# 1 is the seed's one-page-at-a-time, for a like-for-like memory comparison), WRAP is a command
+# MAX_REQUESTS_IN_FLIGHT and BODY_BUDGET set the harvester's harvester.max_requests_in_flight
+# and harvester.body_budget (defaults 4096 and "64MiB"; BODY_BUDGET=32MiB with
+# citrix.max_page_bytes at its default holds one page at a time), WRAP is a command
 # put before each harvester, ours and the baseline (a profiler: WRAP="heaptrack -o /tmp/h";
 # the figures then include the profiler's own cost), GZIP=0 turns off the harvester's gzip of write requests (on by
 # default; the Python baseline, like the seed, sends plain text).
@@ -27,7 +28,8 @@ history_days=${HISTORY_DAYS:-1}
 page_size=${PAGE_SIZE:-1000}
 baseline=${BASELINE:-1}
 idle=${IDLE:-1}
-concurrency=${MAX_CONCURRENT_REQUESTS:-}
+in_flight=${MAX_REQUESTS_IN_FLIGHT:-}
+body_budget=${BODY_BUDGET:-}
 wrap=${WRAP:-}
 gzip=${GZIP:-}
 if [ "$#" -eq 0 ]; then set -- 10 100 1000; fi
@@ -143,7 +145,7 @@ for n in "$@"; do
     rm -rf "$work/state"
     mkdir -p "$work/state"
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" "$gzip" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" >/dev/null
     read -r c0 m0 < <($helper served "$sim_url")
     sim0=$(proc_cpu "$sim_pid")
     log "N=$n: $impl harvest"
@@ -176,7 +178,7 @@ for n in "$@"; do
     # connections (nothing new) and the machine snapshot; then it waits an hour.
     start_vm
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$concurrency" "$gzip" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" >/dev/null
     "$harvester" --config "$work/harvester.toml" >"$work/daemon-$n.out" 2>"$work/daemon-$n.err" &
     d_pid=$!
     pids+=("$d_pid")
@@ -195,7 +197,7 @@ for n in "$@"; do
 done
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_concurrent_requests=${concurrency:-default}; gzip=${gzip:-default}"
+echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_requests_in_flight=${in_flight:-default}; body_budget=${body_budget:-default}; gzip=${gzip:-default}"
 column -t -s $'\t' "$results"
 if [ "$idle" = 1 ] && [ "$#" -ge 2 ]; then
   first=$1

@@ -25,7 +25,7 @@ def toml_str(s):
 
 
 def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir,
-            max_concurrent_requests="", gzip=""):
+            max_requests_in_flight="", gzip="", body_budget=""):
     tenants = []
     for line in open(sim_out, encoding="utf-8"):
         m = TENANT.match(line.rstrip("\n"))
@@ -41,8 +41,10 @@ def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, liste
         "allow_inline_secrets = true",
         f"listen = {toml_str(listen)}",
     ]
-    if max_concurrent_requests:
-        lines.append(f"max_concurrent_requests = {int(max_concurrent_requests)}")
+    if max_requests_in_flight:
+        lines.append(f"max_requests_in_flight = {int(max_requests_in_flight)}")
+    if body_budget:
+        lines.append(f"body_budget = {toml_str(body_budget)}")
     lines += [
         "",
         "[harvester.schedule]",

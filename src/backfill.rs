@@ -330,7 +330,7 @@ async fn backfill_tenant(
     let started = tokio::time::Instant::now();
     let t = &h.tenants[i];
     let (ctx, mut summary) = t.begin();
-    if let Err(e) = t.client.auth.ready().await {
+    if let Err(e) = t.client.ready().await {
         tracing::error!(tenant = %t.cfg.name, error = %e, "No token: this tenant is not backfilled.");
         summary.error = Some(e.to_string());
         if let Some(b) = bar {

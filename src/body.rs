@@ -12,6 +12,10 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("reading the answer failed: {0}")]
     Read(String),
+    /// The body outgrew its reservation of the byte budget and the budget had no more free:
+    /// the caller gives everything back, waits for `needed` and reads the page again.
+    #[error("the answer needs {needed} bytes of the body budget; not free now")]
+    OverBudget { needed: usize },
 }
 
 /// Reads the whole body of `resp`, or fails as soon as more than `limit` decoded bytes arrived.
@@ -39,6 +43,48 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
         }
         out.extend_from_slice(&chunk);
         // A decoder fed from a buffer never returns Pending; this lets timeouts run.
+        tokio::task::consume_budget().await;
+    }
+    Ok(out)
+}
+
+/// Like [`read_limited`], with every byte read covered by `reservation` (the byte budget of
+/// bodies in processing): when the body outgrows it, the reservation grows without waiting
+/// (doubling, up to `limit`); when the budget has no more free, this stops with
+/// [`BodyError::OverBudget`] and the partial body is dropped. It never waits for the budget
+/// while holding part of it (see budget.rs).
+pub async fn read_reserved(
+    mut resp: reqwest::Response,
+    limit: usize,
+    reservation: &mut crate::budget::Reservation,
+) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(
+        resp.content_length()
+            .map_or(0, |n| n as usize)
+            .min(reservation.bytes())
+            .min(limit)
+            .min(1 << 20),
+    );
+    loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| BodyError::Read(error_chain(&e)))?;
+        let Some(chunk) = chunk else { break };
+        let needed = out.len() + chunk.len();
+        if needed > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        if needed > reservation.bytes() {
+            let generous = needed.max(reservation.bytes().saturating_mul(2)).min(limit);
+            if !reservation.try_grow(generous) && !reservation.try_grow(needed) {
+                return Err(BodyError::OverBudget { needed: generous });
+            }
+        }
+        out.extend_from_slice(&chunk);
         tokio::task::consume_budget().await;
     }
     Ok(out)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::citrix::auth::{AuthError, Endpoint};
-use crate::citrix::client::{MonitorClient, MonitorErrorKind, http_client};
+use crate::citrix::client::{Limits, MonitorClient, MonitorErrorKind, http_client};
 use crate::citrix::odata::Query;
 use crate::citrix::site::SiteError;
 use crate::config::{Checked, CitrixConfig, TenantConfig, TenantOrigin};
@@ -214,20 +214,23 @@ pub async fn run(checked: Checked, config_path: &str, cli_shard: Option<Shard>) 
         )),
     }
 
-    let global = Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests));
+    let limits = Limits::new(
+        cfg.harvester.max_requests_in_flight,
+        cfg.harvester.body_budget,
+    );
     // Token requests are bounded like Monitor requests: thousands of tenants, a few at a time.
-    let turns = Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests));
+    let turns = Arc::new(Semaphore::new(cfg.harvester.max_requests_in_flight));
     let mut set = tokio::task::JoinSet::new();
     for (i, (tenant, origin)) in tenants.into_iter().enumerate() {
         let http = http.clone().ok();
         let citrix = citrix.clone();
-        let global = global.clone();
+        let limits = limits.clone();
         let turns = turns.clone();
         set.spawn(async move {
             let _turn = turns.acquire_owned().await;
             (
                 i,
-                check_tenant(&tenant, &origin, http, &citrix, global).await,
+                check_tenant(&tenant, &origin, http, &citrix, limits).await,
             )
         });
     }
@@ -258,7 +261,7 @@ async fn check_tenant(
     origin: &TenantOrigin,
     http: Option<reqwest::Client>,
     citrix: &CitrixConfig,
-    global: Arc<Semaphore>,
+    limits: Limits,
 ) -> Vec<Row> {
     let name = t.name.as_str();
     let key = |k: &str| origin.key(k);
@@ -284,7 +287,7 @@ async fn check_tenant(
         rows.push(Row::skip("odata", name, "no HTTP client"));
         return rows;
     };
-    let client = match MonitorClient::new(http, t, citrix, global, Duration::from_secs(60)) {
+    let client = match MonitorClient::new(http, t, citrix, limits, Duration::from_secs(60)) {
         Ok(c) => c,
         Err(e) => {
             rows.push(Row::fail(

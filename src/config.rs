@@ -81,7 +81,10 @@ struct RawHarvester {
     state_dir: Option<PathBuf>,
     lookback: Option<String>,
     overlap: Option<String>,
-    max_concurrent_requests: Option<usize>,
+    /// Replaced by the three limits; only read to fail with a message naming them.
+    max_concurrent_requests: Option<serde::de::IgnoredAny>,
+    max_requests_in_flight: Option<usize>,
+    body_budget: Option<ByteSize>,
     allow_inline_secrets: Option<bool>,
     schedule: Option<BTreeMap<String, String>>,
     shutdown_grace: Option<String>,
@@ -90,6 +93,50 @@ struct RawHarvester {
     shard: Option<String>,
     tenants_dir: Option<PathBuf>,
     watch_config: Option<bool>,
+}
+
+/// A byte size as written: a number of bytes, or text such as `64MiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
+        match self {
+            ByteSize::Bytes(n) => Ok(*n),
+            ByteSize::Text(t) => parse_bytes(t).map_err(|m| invalid(key, m)),
+        }
+    }
+}
+
+/// Parses a byte size: bare bytes, or a number with `B`, `KiB`, `MiB`, `GiB` (powers of 1024)
+/// or `KB`, `MB`, `GB` (powers of 1000); case-insensitive, spaces allowed before the unit.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte size such as 64MiB or 1048576"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// A file of `tenants_dir`: tenants only.
@@ -210,7 +257,11 @@ pub struct HarvesterConfig {
     pub state_dir: PathBuf,
     pub lookback: Duration,
     pub overlap: Duration,
-    pub max_concurrent_requests: usize,
+    /// Monitor requests on the wire at once over all tenants (sockets, file descriptors).
+    pub max_requests_in_flight: usize,
+    /// Bytes of page bodies being read, decoded, mapped, encoded and waiting for the output,
+    /// over all tenants: what bounds the memory.
+    pub body_budget: usize,
     /// After SIGTERM/SIGINT, how long the current page may take to finish before exiting anyway.
     pub shutdown_grace: Duration,
     /// How often each job runs, by schedule key (an entity kind or `summaries_*`); a key not
@@ -347,6 +398,20 @@ fn parse_schedule(
     Ok(out)
 }
 
+/// `harvester.max_requests_in_flight` by default: a request waiting on Citrix costs a socket and
+/// a few kilobytes, so thousands are cheap; the limit protects file descriptors (the systemd
+/// units allow 65536). Ten thousand medium tenants (60 requests per 5 minutes with 100-row
+/// pages, docs/scaling.md) at 1.5 s per request keep about 3,000 requests waiting: 4096 leaves
+/// room for retries.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 4096;
+
+/// `harvester.body_budget` by default (64 MiB): twice the largest page accepted
+/// (`citrix.max_page_bytes`, 32 MiB), and dozens of Citrix's 1000-row pages at once.
+pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
+
+/// The largest `harvester.body_budget` (one reservation is one semaphore acquisition).
+const MAX_BODY_BUDGET: u64 = u32::MAX as u64;
+
 impl Default for HarvesterConfig {
     fn default() -> Self {
         HarvesterConfig {
@@ -355,7 +420,8 @@ impl Default for HarvesterConfig {
             state_dir: PathBuf::from("/var/lib/citrix-harvester"),
             lookback: Duration::from_secs(86_400),
             overlap: Duration::from_secs(120),
-            max_concurrent_requests: 32,
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            body_budget: DEFAULT_BODY_BUDGET,
             schedule: default_schedule(),
             shutdown_grace: Duration::from_secs(30),
             listen: None,
@@ -611,6 +677,16 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     Ok(Secret::new(value))
 }
 
+/// The largest `harvester.max_requests_in_flight`.
+const MAX_REQUESTS_IN_FLIGHT: usize = 100_000;
+
+/// What `harvester.max_concurrent_requests` (one knob for requests, memory and writes) became.
+pub const RENAMED_MAX_CONCURRENT_REQUESTS: &str = "was replaced by three limits: \
+    harvester.max_requests_in_flight (Monitor requests waiting on Citrix; default 4096), \
+    harvester.body_budget (bytes of page bodies in processing, the memory; default \"64MiB\") \
+    and output.max_concurrency (writes to the output); remove it and set those if the defaults \
+    do not fit";
+
 impl RawConfig {
     fn validate(self, secrets: &SecretSources) -> Result<Config, ConfigError> {
         self.validate_with(secrets, false, TenantFiles::default())
@@ -627,15 +703,32 @@ impl RawConfig {
     ) -> Result<Checked, ConfigError> {
         let d = HarvesterConfig::default();
         let h = self.harvester;
+        if h.max_concurrent_requests.is_some() {
+            return Err(invalid(
+                "harvester.max_concurrent_requests",
+                RENAMED_MAX_CONCURRENT_REQUESTS,
+            ));
+        }
         let harvester = HarvesterConfig {
             interval: opt_duration("harvester.interval", h.interval)?.unwrap_or(d.interval),
             jitter: opt_duration("harvester.jitter", h.jitter)?.unwrap_or(d.jitter),
             state_dir: h.state_dir.unwrap_or(d.state_dir),
             lookback: opt_duration("harvester.lookback", h.lookback)?.unwrap_or(d.lookback),
             overlap: opt_duration("harvester.overlap", h.overlap)?.unwrap_or(d.overlap),
-            max_concurrent_requests: h
-                .max_concurrent_requests
-                .unwrap_or(d.max_concurrent_requests),
+            max_requests_in_flight: h.max_requests_in_flight.unwrap_or(d.max_requests_in_flight),
+            body_budget: match &h.body_budget {
+                None => d.body_budget,
+                Some(b) => {
+                    let n = b.bytes("harvester.body_budget")?;
+                    if n > MAX_BODY_BUDGET {
+                        return Err(invalid(
+                            "harvester.body_budget",
+                            format!("{n} bytes is more than the largest budget, 4 GiB"),
+                        ));
+                    }
+                    n as usize
+                }
+            },
             shutdown_grace: opt_duration("harvester.shutdown_grace", h.shutdown_grace)?
                 .unwrap_or(d.shutdown_grace),
             schedule: {
@@ -671,8 +764,11 @@ impl RawConfig {
                 "must be shorter than harvester.interval",
             ));
         }
-        if harvester.max_concurrent_requests == 0 {
-            return Err(invalid("harvester.max_concurrent_requests", "must be >= 1"));
+        if !(1..=MAX_REQUESTS_IN_FLIGHT).contains(&harvester.max_requests_in_flight) {
+            return Err(invalid(
+                "harvester.max_requests_in_flight",
+                format!("must be between 1 and {MAX_REQUESTS_IN_FLIGHT}"),
+            ));
         }
         if harvester.unhealthy_after == 0 {
             return Err(invalid("harvester.unhealthy_after", "must be >= 1"));
@@ -714,6 +810,16 @@ impl RawConfig {
             ca_file: c.ca_file,
             proxy: c.proxy,
         };
+        if harvester.body_budget < citrix.max_page_bytes {
+            return Err(invalid(
+                "harvester.body_budget",
+                format!(
+                    "{} bytes is less than citrix.max_page_bytes ({} bytes): the largest page \
+                     accepted must fit the budget",
+                    harvester.body_budget, citrix.max_page_bytes
+                ),
+            ));
+        }
         if citrix.max_pages == 0 {
             return Err(invalid("citrix.max_pages", "must be >= 1"));
         }
@@ -1513,6 +1619,66 @@ region = "eu"
     }
 
     #[test]
+    fn the_old_max_concurrent_requests_names_its_replacements() {
+        let text = format!("[harvester]\nmax_concurrent_requests = 32\n{MINIMAL}");
+        let e = Config::from_toml_str(&text, &env(&[("CONTOSO_SECRET", "s")]))
+            .expect_err("the old key is refused")
+            .to_string();
+        for named in [
+            "harvester.max_concurrent_requests",
+            "harvester.max_requests_in_flight",
+            "harvester.body_budget",
+            "output.max_concurrency",
+        ] {
+            assert!(e.contains(named), "{named} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_have_defaults_and_checked_values() {
+        let s = env(&[("CONTOSO_SECRET", "s")]);
+        let c = Config::from_toml_str(MINIMAL, &s).unwrap();
+        assert_eq!(c.harvester.max_requests_in_flight, 4096);
+        assert_eq!(c.harvester.body_budget, 64 << 20);
+        let with = |h: &str| Config::from_toml_str(&format!("[harvester]\n{h}\n{MINIMAL}"), &s);
+        let c = with("max_requests_in_flight = 5000\nbody_budget = \"256MiB\"").unwrap();
+        assert_eq!(c.harvester.max_requests_in_flight, 5000);
+        assert_eq!(c.harvester.body_budget, 256 << 20);
+        let c = with("body_budget = 40000000").unwrap();
+        assert_eq!(c.harvester.body_budget, 40_000_000);
+        assert_eq!(
+            err_key(with("max_requests_in_flight = 0")),
+            "harvester.max_requests_in_flight"
+        );
+        assert_eq!(
+            err_key(with("body_budget = \"64 furlongs\"")),
+            "harvester.body_budget"
+        );
+        assert_eq!(
+            err_key(with("body_budget = \"8GiB\"")),
+            "harvester.body_budget"
+        );
+        // Smaller than the largest page accepted (32 MiB by default): that page could never fit.
+        let small = with("body_budget = \"16MiB\"").err().unwrap().to_string();
+        assert!(small.contains("citrix.max_page_bytes"), "{small}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("64 mib").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("3MB").unwrap(), 3_000_000);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("10B").unwrap(), 10);
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("-1MiB").is_err());
+        assert!(parse_bytes("1.5MiB").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
@@ -1869,10 +2035,8 @@ mod example_file {
         assert_eq!(c.harvester.jitter, d.jitter);
         assert_eq!(c.harvester.lookback, d.lookback);
         assert_eq!(c.harvester.overlap, d.overlap);
-        assert_eq!(
-            c.harvester.max_concurrent_requests,
-            d.max_concurrent_requests
-        );
+        assert_eq!(c.harvester.max_requests_in_flight, d.max_requests_in_flight);
+        assert_eq!(c.harvester.body_budget, d.body_budget);
         let dc = CitrixConfig::default();
         assert_eq!(c.citrix.request_timeout, dc.request_timeout);
         assert_eq!(c.citrix.max_retries, dc.max_retries);

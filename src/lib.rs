@@ -6,6 +6,7 @@
 //! - [`config`]: typed configuration (TOML + environment), validated with errors naming the key.
 //! - [`secret`]: the `Secret` type that never prints its value, and redaction of server text.
 //! - [`body`]: bounded reading of HTTP bodies (decoded size, yields so timeouts fire).
+//! - [`budget`]: the byte budget of page bodies in processing (`harvester.body_budget`).
 //! - [`citrix`]: token source (regional → fallback, cached), OData query builder and pager,
 //!   the per-tenant Monitor client with retry, serde models and enum names.
 //! - [`collect`]: one collector per entity kind: its query, its watermark, record → points.
@@ -28,6 +29,7 @@
 
 pub mod backfill;
 pub mod body;
+pub mod budget;
 pub mod check;
 pub mod checkpoint;
 pub mod citrix;

@@ -336,6 +336,8 @@ async fn harvest(
             Some(opts) => Ok::<_, anyhow::Error>(RunReport {
                 summaries: backfill::run(&cfg, opts, shutdown).await?,
                 sink: Default::default(),
+                peak_requests_in_flight: 0,
+                budget: Default::default(),
             }),
             None => Ok(run_report(&cfg, once, shutdown, reload).await?),
         }

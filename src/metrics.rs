@@ -1,6 +1,7 @@
 //! Self-metrics: the harvester's own figures per tenant (last success, cycle duration, records
 //! and points per entity, errors by kind, 429s, token fetches and fallbacks) and the sink's
-//! global ones (spool bytes, dropped points, dead letters). The scheduler records each cycle
+//! global ones (spool bytes, dropped points, dead letters), and the process-wide limits
+//! (requests in flight, the body budget's bytes in use, its waits and refetches). The scheduler records each cycle
 //! here; this file renders the figures two ways: Prometheus text format for `/metrics` and the
 //! `citrix_harvester` measurement written through the ordinary sink. It owns no I/O: serving
 //! HTTP lives in `health.rs`, writing in the sink.
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use crate::citrix::client::MonitorClient;
+use crate::citrix::client::{Limits, MonitorClient};
 use crate::collect::TenantSummary;
 use crate::lineproto::Point;
 use crate::sink::SinkStats;
@@ -105,6 +106,8 @@ pub struct Unhealthy {
 pub struct Metrics {
     state: Mutex<State>,
     unhealthy_after: u32,
+    /// The limits shared by the tenants, read when rendering.
+    limits: std::sync::OnceLock<Limits>,
 }
 
 impl Default for Metrics {
@@ -124,7 +127,13 @@ impl Metrics {
         Metrics {
             state: Mutex::default(),
             unhealthy_after: unhealthy_after.max(1),
+            limits: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports these limits in `/metrics` from now on (the first call wins).
+    pub fn watch_limits(&self, limits: Limits) {
+        let _ = self.limits.set(limits);
     }
 
     fn is_unhealthy(&self, f: &TenantFigures) -> bool {
@@ -404,6 +413,9 @@ impl Metrics {
             [(String::new(), sink.dead_letters as f64)].into_iter(),
         );
         sink_write_metrics(&mut out, sink);
+        if let Some(l) = self.limits.get() {
+            render_limits(&mut out, l);
+        }
         out
     }
 }
@@ -446,6 +458,65 @@ fn sink_write_metrics(out: &mut String, sink: &SinkStats) {
         "Bytes of lines waiting for or in a write request (bounded by output.queue_bytes).",
         one(sink.queue_bytes),
     );
+}
+
+/// The process-wide limits: requests on the wire and the body budget.
+fn render_limits(out: &mut String, l: &Limits) {
+    let b = l.budget.snapshot();
+    let one = |v: f64| [(String::new(), v)].into_iter();
+    let rows: [(&str, &str, &str, f64); 8] = [
+        (
+            "requests_in_flight",
+            "gauge",
+            "Monitor requests on the wire now, over all tenants.",
+            l.requests_in_flight() as f64,
+        ),
+        (
+            "requests_in_flight_peak",
+            "gauge",
+            "The most Monitor requests ever on the wire at once.",
+            l.peak_requests.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "requests_in_flight_limit",
+            "gauge",
+            "harvester.max_requests_in_flight.",
+            l.max_requests as f64,
+        ),
+        (
+            "body_budget_bytes",
+            "gauge",
+            "harvester.body_budget: bytes of page bodies that may be in processing at once.",
+            b.total as f64,
+        ),
+        (
+            "body_budget_in_use_bytes",
+            "gauge",
+            "Bytes of the body budget held now by pages being read, decoded, mapped, encoded or written.",
+            b.in_use as f64,
+        ),
+        (
+            "body_budget_peak_bytes",
+            "gauge",
+            "The most bytes of the body budget ever held at once (never above the budget).",
+            b.peak as f64,
+        ),
+        (
+            "body_budget_waits_total",
+            "counter",
+            "Pages that waited for bytes of the body budget held by other pages.",
+            b.waits as f64,
+        ),
+        (
+            "body_budget_refetches_total",
+            "counter",
+            "Pages read again because their body outgrew the budget free at the time.",
+            b.refetches as f64,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        family(out, name, kind, help, one(v));
+    }
 }
 
 /// Counts failures per job (and for the token, which every job needs): a job that failed again

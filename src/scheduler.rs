@@ -1,8 +1,8 @@
 //! The scheduler: one tokio task per tenant, each running a cycle (token, then every configured
 //! entity kind) every `interval` with random `jitter`, and `--once`: one cycle for every tenant,
 //! then a summary. A cycle that overruns its interval skips the next tick with a warning.
-//! Tenants share nothing but the sink and a global request limit, so a failing tenant delays no
-//! other (DESIGN.md rule 4). Shutdown: every wait selects on the cancellation token, and a
+//! Tenants share nothing but the sink, the HTTP client and the process-wide limits (requests in
+//! flight, the body budget), so a failing tenant delays no other (DESIGN.md rule 4). Shutdown: every wait selects on the cancellation token, and a
 //! collector stops after the page it is writing.
 
 use std::sync::Arc;
@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::Rng;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{CheckpointError, Checkpoints};
-use crate::citrix::client::{MonitorClient, http_client};
+use crate::citrix::client::{Limits, MonitorClient, http_client};
 use crate::collect::{Ctx, Env, Job, LoopSettings, registry};
 use crate::config::{Config, TenantConfig};
 use crate::reload::Reload;
@@ -73,10 +72,10 @@ impl Tenant {
     }
 }
 
-/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the global limit.
+/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the limits.
 struct TenantFactory {
     http: reqwest::Client,
-    global: Arc<Semaphore>,
+    limits: Limits,
     citrix: crate::config::CitrixConfig,
     schedule: std::collections::BTreeMap<String, Duration>,
     interval: Duration,
@@ -89,7 +88,7 @@ impl TenantFactory {
             self.http.clone(),
             t,
             &self.citrix,
-            self.global.clone(),
+            self.limits.clone(),
             self.interval,
         )?;
         Ok(Tenant {
@@ -134,7 +133,10 @@ impl Harvester {
         .map_err(RunError::Http)?;
         let factory = TenantFactory {
             http,
-            global: Arc::new(Semaphore::new(cfg.harvester.max_concurrent_requests)),
+            limits: Limits::new(
+                cfg.harvester.max_requests_in_flight,
+                cfg.harvester.body_budget,
+            ),
             citrix: cfg.citrix.clone(),
             schedule: cfg.harvester.schedule.clone(),
             interval: cfg.harvester.interval,
@@ -149,6 +151,8 @@ impl Harvester {
             cfg.harvester.unhealthy_after,
         ));
         metrics.reload_finished(true, Utc::now());
+        metrics.watch_limits(factory.limits.clone());
+        crate::memory::allow_descriptors(cfg.harvester.max_requests_in_flight);
         Ok(Harvester {
             tenants,
             factory,
@@ -205,7 +209,7 @@ impl Harvester {
         crate::failpoint::check(&t.cfg.name);
         let (ctx, mut summary) = t.begin();
         let ready = tokio::select! {
-            r = t.client.auth.ready() => Some(r),
+            r = t.client.ready() => Some(r),
             _ = cancel.cancelled() => None,
         };
         if ready.is_none() {
@@ -245,7 +249,7 @@ impl Harvester {
         summary
     }
 
-    /// One cycle for every tenant, concurrently (bounded by the global request limit). A tenant
+    /// One cycle for every tenant, concurrently (bounded by the shared limits). A tenant
     /// whose task panicked gets a failed summary (so `--once` exits non-zero), never none.
     pub async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> Vec<TenantSummary> {
         let mut set = tokio::task::JoinSet::new();
@@ -474,7 +478,9 @@ impl Harvester {
             }
             let now = Instant::now();
             let due: Vec<bool> = next_due.iter().map(|d| *d <= now).collect();
-            let s = self.cycle(t, &due, &cancel).await;
+            // Boxed: the cycle's state (a few KB) exists only while it runs, not in every idle
+            // tenant's task between runs.
+            let s = Box::pin(self.cycle(t, &due, &cancel)).await;
             // The tenant now idles until its next run: what the cycle freed may go back to the OS.
             crate::memory::cycle_finished();
             let after = Instant::now();
@@ -581,6 +587,9 @@ fn random_below(max: Duration) -> Duration {
 pub struct RunReport {
     pub summaries: Vec<TenantSummary>,
     pub sink: crate::sink::SinkStats,
+    /// The shared limits at the end: the most requests ever on the wire, and the body budget.
+    pub peak_requests_in_flight: u64,
+    pub budget: crate::budget::BudgetSnapshot,
 }
 
 impl RunReport {
@@ -645,9 +654,14 @@ pub async fn run_report(
     if let Some(l) = listener {
         let _ = l.await;
     }
+    let limits = &h.factory.limits;
     Ok(RunReport {
         summaries: out,
         sink: h.sink().stats(),
+        peak_requests_in_flight: limits
+            .peak_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        budget: limits.budget.snapshot(),
     })
 }
 
@@ -777,5 +791,36 @@ mod tests {
         let plan = plan_jobs(&tenant, &global, Duration::from_secs(300));
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].interval, Duration::from_secs(120));
+    }
+}
+
+#[cfg(test)]
+mod idle_cost {
+    use super::*;
+
+    /// An idle tenant's task holds its loop's state between runs; the cycle's own state (the
+    /// token step, the jobs, the sink's write of the health point: a few KB) is boxed and
+    /// exists only while a cycle runs. Ten thousand idle tenants must not each carry it.
+    #[test]
+    fn an_idle_tenant_task_does_not_carry_a_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[harvester]\nstate_dir = {:?}\n[output]\nkind = \"stdout\"\n[[tenant]]\nname = \"A\"\n\
+             customer_id = \"a1\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\n",
+            dir.path()
+        );
+        let s = crate::config::SecretSources {
+            env: Box::new(|_| Some("s".into())),
+            credentials_dir: None,
+        };
+        let cfg = Config::from_toml_str(&text, &s).unwrap();
+        let h = Arc::new(Harvester::new(&cfg).unwrap());
+        let t = h.tenants[0].clone();
+        let c = CancellationToken::new();
+        let due = vec![true; t.jobs.len()];
+        let cycle = std::mem::size_of_val(&h.cycle(&t, &due, &c));
+        let idle = std::mem::size_of_val(&h.tenant_loop(&t, c.clone()));
+        assert!(idle < cycle, "loop {idle} bytes, cycle {cycle} bytes");
+        assert!(idle <= 1024, "an idle tenant's loop is {idle} bytes");
     }
 }

@@ -194,6 +194,49 @@ fn config_error_names_the_key_and_exits_2() {
     assert!(stderr.contains("tenant[0].client_secret_env"), "{stderr}");
 }
 
+/// `harvester.max_concurrent_requests` meant three things; set in a file or in the environment
+/// it now stops the start with a message naming the three settings that replaced it.
+#[test]
+fn the_old_max_concurrent_requests_fails_naming_its_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = "[output]\nkind = \"stdout\"\n[[tenant]]\nname = \"A\"\ncustomer_id = \"a1\"\nclient_id = \"x\"\nclient_secret_env = \"SECRET_A\"\n";
+    let plain = dir.path().join("ok.toml");
+    std::fs::write(&plain, ok).unwrap();
+    let old = dir.path().join("old.toml");
+    std::fs::write(
+        &old,
+        format!("[harvester]\nmax_concurrent_requests = 32\n{ok}"),
+    )
+    .unwrap();
+    let from_file = bin()
+        .arg("--config")
+        .arg(&old)
+        .args(["--once", "--dry-run"])
+        .env("SECRET_A", "s")
+        .output()
+        .unwrap();
+    let from_env = bin()
+        .arg("--config")
+        .arg(&plain)
+        .args(["--once", "--dry-run"])
+        .env("SECRET_A", "s")
+        .env("CITRIX_HARVESTER__HARVESTER__MAX_CONCURRENT_REQUESTS", "64")
+        .output()
+        .unwrap();
+    for res in [from_file, from_env] {
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{stderr}");
+        for named in [
+            "harvester.max_concurrent_requests",
+            "harvester.max_requests_in_flight",
+            "harvester.body_budget",
+            "output.max_concurrency",
+        ] {
+            assert!(stderr.contains(named), "{named} missing: {stderr}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_exit_code_and_summary_per_tenant() {
     let sim = start_sim(2, 5).await;

@@ -1,6 +1,8 @@
 //! The Monitor API client of one tenant. It guarantees Citrix's rule that a tenant never has two
-//! requests in flight (a per-tenant lock; parallel calls get 429), bounds total concurrency with
-//! a semaphore shared by all tenants, retries 429/5xx/transport errors with jittered exponential
+//! requests in flight (a per-tenant lock; parallel calls get 429), and the two process-wide
+//! [`Limits`] shared by all tenants: requests waiting on Citrix (`max_requests_in_flight`, to
+//! protect sockets and file descriptors) and the byte budget of page bodies
+//! (`body_budget`, the memory). It retries 429/5xx/transport errors with jittered exponential
 //! backoff that honours Retry-After, and refreshes the token once on 401. An on-premises site
 //! has no token: each request is Windows-authenticated by its [`Site`] (controller fallback,
 //! lockout guard) and goes through the same limits, retries, bounds and redaction. It returns
@@ -12,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::budget::{Budget, Reservation};
 
 use crate::citrix::auth::{AuthError, TokenSource, error_chain};
 use crate::citrix::site::{Site, SiteError};
@@ -20,6 +24,49 @@ use crate::config::{AuthScheme, CitrixConfig, TenantConfig};
 
 /// Retry-After is honoured up to this much; a larger value is treated as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// What a page of an entity is assumed to need of the byte budget before its first page was
+/// read (afterwards: the size of its last page). Only a first guess: a larger body grows its
+/// reservation while it streams in.
+pub const FIRST_PAGE_ESTIMATE: usize = 256 << 10;
+
+/// How long an answer that arrived while the body budget was full may wait for its share,
+/// body unread, before it is abandoned and the page requested again once the share is free.
+const BUDGET_HOLD: Duration = Duration::from_secs(5);
+
+/// How often one request may be sent again because its body outgrew what could be reserved
+/// (each time the reservation at least doubles, so a few suffice up to `max_page_bytes`).
+const MAX_REFETCHES: u32 = 8;
+
+/// The limits every tenant of a process shares.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Monitor requests on the wire (sent, answer not read completely yet).
+    pub requests: Arc<Semaphore>,
+    pub max_requests: usize,
+    /// The most requests ever on the wire at once.
+    pub peak_requests: Arc<AtomicU64>,
+    /// Bytes of page bodies read, decoded, mapped, encoded and waiting for the output.
+    pub budget: Arc<Budget>,
+}
+
+impl Limits {
+    pub fn new(max_requests: usize, body_budget: usize) -> Limits {
+        let max_requests = max_requests.max(1);
+        Limits {
+            requests: Arc::new(Semaphore::new(max_requests)),
+            max_requests,
+            peak_requests: Arc::new(AtomicU64::new(0)),
+            budget: Budget::new(body_budget),
+        }
+    }
+
+    /// Requests on the wire now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.max_requests
+            .saturating_sub(self.requests.available_permits())
+    }
+}
 
 /// Which kind of failure, for counters and for deciding whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +162,10 @@ pub struct MonitorClient {
     pub auth: AuthSource,
     /// Citrix allows one request per tenant at a time.
     one_at_a_time: Mutex<()>,
-    global: Arc<Semaphore>,
+    limits: Limits,
+    /// The size of the last page of each entity (hash of its name → bytes): what its next page
+    /// reserves of the body budget before its size is known.
+    last_sizes: std::sync::Mutex<Vec<(u64, u32)>>,
     max_retries: usize,
     max_retry_delay: Duration,
     pub max_pages: usize,
@@ -157,6 +207,12 @@ impl AuthSource {
     }
 }
 
+/// Idle connections kept per host between requests, over all tenants.
+pub const IDLE_CONNECTIONS_PER_HOST: usize = 32;
+
+/// How long an idle connection is kept for the next request.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Error bodies are read up to this much (only a snippet of them is ever shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -172,7 +228,12 @@ pub fn http_client(
         .user_agent(concat!("citrix-harvester/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        // Connections are shared by every tenant (Citrix's rule is about requests, not
+        // connections). Thousands may be open during a burst; only a few stay open between
+        // cycles, so idle tenants cost no sockets and no connection buffers.
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -191,7 +252,7 @@ impl MonitorClient {
         http: reqwest::Client,
         tenant: &TenantConfig,
         citrix: &CitrixConfig,
-        global: Arc<Semaphore>,
+        limits: Limits,
         interval: Duration,
     ) -> Result<Self, String> {
         let auth = match &tenant.site {
@@ -218,7 +279,8 @@ impl MonitorClient {
             scheme: citrix.auth_scheme,
             auth,
             one_at_a_time: Mutex::new(()),
-            global,
+            limits,
+            last_sizes: std::sync::Mutex::new(Vec::new()),
             max_retries: citrix.max_retries,
             max_retry_delay: citrix.max_retry_delay,
             max_pages: citrix.max_pages,
@@ -226,6 +288,19 @@ impl MonitorClient {
             request_timeout: citrix.request_timeout,
             stats: ClientStats::default(),
         })
+    }
+
+    /// The step before a cycle ([`AuthSource::ready`]) on a request slot: a token request
+    /// waits on Citrix like a Monitor request, and ten thousand tenants starting at once must
+    /// not open ten thousand sockets.
+    pub async fn ready(&self) -> Result<(), MonitorErrorKind> {
+        let _slot = self
+            .limits
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        self.auth.ready().await
     }
 
     /// Where a walk starts: the Monitor base, or a site's healthy controller.
@@ -256,34 +331,20 @@ impl MonitorClient {
 
     /// GETs one page, with retries; the body bytes of a 2xx answer.
     pub async fn get(&self, entity: &str, url: &str) -> Result<Vec<u8>, MonitorError> {
-        self.get_page(entity, url).await.map(|(body, _slot)| body)
+        self.get_page(entity, url).await.map(|(body, _bytes)| body)
     }
 
-    /// Like [`MonitorClient::get`], and also hands over the global request slot the answer
-    /// came in on: the harvest walk keeps it until the page's points are acknowledged, so the
-    /// pages held in memory (fetched, decoded, mapped, being written) are bounded by
-    /// `max_concurrent_requests` however many tenants there are and however slow the sink.
-    /// Backoff between attempts still holds no slot (DESIGN.md rule 4).
+    /// Like [`MonitorClient::get`], and also hands over the body's reservation of the byte
+    /// budget: the harvest walk keeps it until the page's points are acknowledged, so the
+    /// pages in memory (fetched, decoded, mapped, being written) are bounded by
+    /// `harvester.body_budget` however many tenants there are, however many requests wait on
+    /// Citrix and however slow the output. Backoff between attempts holds neither a request
+    /// slot nor budget (DESIGN.md rule 4); waiting for budget holds no request slot.
     pub async fn get_page(
         &self,
         entity: &str,
         url: &str,
-    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorError> {
-        self.get_page_holding(entity, url, None).await
-    }
-
-    /// Like [`MonitorClient::get_page`], on a request slot the caller already holds (the slot
-    /// of the walk's previous page), so a walk in progress goes on without queueing behind
-    /// tenants that have not started: the number of walks open at once (each remembers the
-    /// keys it has read) stays at about `max_concurrent_requests` instead of every tenant.
-    /// The held slot is released as soon as an attempt fails, before any backoff (rule 4).
-    pub async fn get_page_holding(
-        &self,
-        entity: &str,
-        url: &str,
-        held: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorError> {
-        let held = std::sync::Mutex::new(held);
+    ) -> Result<(Vec<u8>, Reservation), MonitorError> {
         let _tenant_turn = self.one_at_a_time.lock().await;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -291,47 +352,43 @@ impl MonitorClient {
             .with_max_times(self.max_retries)
             .with_jitter();
         let tenant = self.tenant.as_str();
-        (|| {
-            // Taken out at each attempt, so a failed attempt drops it before backing off.
-            let slot = held.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.get_refreshing_token(url, slot)
-        })
-        .retry(backoff)
-        .when(MonitorErrorKind::retryable)
-        .adjust(|e, planned| {
-            planned.map(|d| match e.retry_after() {
-                Some(ra) => ra.min(MAX_RETRY_AFTER),
-                None => d,
+        (|| self.get_refreshing_token(entity, url))
+            .retry(backoff)
+            .when(MonitorErrorKind::retryable)
+            .adjust(|e, planned| {
+                planned.map(|d| match e.retry_after() {
+                    Some(ra) => ra.min(MAX_RETRY_AFTER),
+                    None => d,
+                })
             })
-        })
-        .notify(|e, wait| {
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(tenant, entity, url, error = %e, wait_ms = wait.as_millis() as u64,
+            .notify(|e, wait| {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant, entity, url, error = %e, wait_ms = wait.as_millis() as u64,
                     "Monitor request failed; retrying.");
-        })
-        .await
-        .map_err(|kind| self.error(entity, url, kind))
+            })
+            .await
+            .map_err(|kind| self.error(entity, url, kind))
     }
 
     /// One attempt, plus one immediate retry with a fresh token when the first answer is 401.
     async fn get_refreshing_token(
         &self,
+        entity: &str,
         url: &str,
-        held: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
+    ) -> Result<(Vec<u8>, Reservation), MonitorErrorKind> {
         let tokens = match &self.auth {
             AuthSource::Cloud(t) => t,
-            AuthSource::Site(_) => return self.send(url, None, held).await,
+            AuthSource::Site(_) => return self.send(entity, url, None).await,
         };
         let token = tokens.token().await?;
-        match self.send(url, Some(&token), held).await {
+        match self.send(entity, url, Some(&token)).await {
             Err(MonitorErrorKind::Http { status: 401, .. }) => {
                 self.stats
                     .token_refreshes_on_401
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant = %self.tenant, "Monitor API answered 401; fetching a new token.");
                 let token = tokens.refresh().await?;
-                match self.send(url, Some(&token), None).await {
+                match self.send(entity, url, Some(&token)).await {
                     Err(MonitorErrorKind::Http { status: 401, .. }) => {
                         Err(MonitorErrorKind::Unauthorized)
                     }
@@ -342,33 +399,94 @@ impl MonitorClient {
         }
     }
 
+    /// One request (sent again when its body outgrew what the budget could give at the time),
+    /// its body covered by a reservation of the byte budget.
     async fn send(
         &self,
+        entity: &str,
         url: &str,
         token: Option<&crate::secret::Secret>,
-        held: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), MonitorErrorKind> {
-        // Hold a global slot only while the request is on the wire (and its page is being
-        // processed), not while backing off: a failed attempt returns without it.
-        let slot = match held {
-            Some(slot) => slot,
-            None => self
-                .global
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?,
+    ) -> Result<(Vec<u8>, Reservation), MonitorErrorKind> {
+        let budget = &self.limits.budget;
+        let estimate = self.estimate(entity);
+        // When the budget is short already, wait for this page's share before sending: a
+        // request answered while nothing is free would only be abandoned and sent again.
+        let mut reserved = match budget.congested(estimate) {
+            true => Some(budget.reserve(estimate).await),
+            false => None,
         };
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        // The whole request, decompression included, within request_timeout.
-        let attempt = self.exchange(url, token);
-        match tokio::time::timeout(self.request_timeout, attempt).await {
-            Ok(Ok(body)) => Ok((body, slot)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(MonitorErrorKind::Transport(format!(
-                "no complete answer within citrix.request_timeout ({:?})",
-                self.request_timeout
-            ))),
+        let mut refetches = 0;
+        loop {
+            // A request slot only while the request is on the wire: never while waiting for
+            // budget, never while backing off (a failed attempt returns without it).
+            let slot = self
+                .limits
+                .requests
+                .acquire()
+                .await
+                .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+            self.limits
+                .peak_requests
+                .fetch_max(self.limits.requests_in_flight() as u64, Ordering::Relaxed);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            // The whole request, decompression included, within request_timeout.
+            let attempt = self.exchange(url, token, &mut reserved, estimate);
+            let outcome = match tokio::time::timeout(self.request_timeout, attempt).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(MonitorErrorKind::Transport(format!(
+                        "no complete answer within citrix.request_timeout ({:?})",
+                        self.request_timeout
+                    )));
+                }
+            };
+            drop(slot);
+            match outcome {
+                Fetched::Body(body) => {
+                    let mut bytes = reserved
+                        .take()
+                        .expect("a body is only read into a reservation");
+                    bytes.shrink_to(body.len());
+                    self.remember(entity, body.len());
+                    return Ok((body, bytes));
+                }
+                Fetched::NeedBudget(needed) => {
+                    // Everything back before waiting for more: nobody waits holding budget.
+                    drop(reserved.take());
+                    refetches += 1;
+                    if refetches > MAX_REFETCHES {
+                        return Err(MonitorErrorKind::TooLarge(format!(
+                            "the page kept outgrowing its share of harvester.body_budget \
+                             ({refetches} reads); last needed {needed} bytes"
+                        )));
+                    }
+                    budget.stats.refetches.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(tenant = %self.tenant, entity, url, needed,
+                        "Page body did not fit the free body budget; waiting for it, then reading the page again.");
+                    reserved = Some(budget.reserve(needed).await);
+                }
+            }
+        }
+    }
+
+    /// What the next page of `entity` is expected to need of the budget.
+    fn estimate(&self, entity: &str) -> usize {
+        let key = entity_key(entity);
+        let sizes = self.last_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(FIRST_PAGE_ESTIMATE, |(_, n)| *n as usize)
+            .clamp(1, self.max_page_bytes)
+    }
+
+    fn remember(&self, entity: &str, bytes: usize) {
+        let key = entity_key(entity);
+        let bytes = bytes.min(u32::MAX as usize) as u32;
+        let mut sizes = self.last_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        match sizes.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = bytes,
+            None => sizes.push((key, bytes)),
         }
     }
 
@@ -377,7 +495,9 @@ impl MonitorClient {
         &self,
         url: &str,
         token: Option<&crate::secret::Secret>,
-    ) -> Result<Vec<u8>, MonitorErrorKind> {
+        reserved: &mut Option<Reservation>,
+        estimate: usize,
+    ) -> Result<Fetched, MonitorErrorKind> {
         let resp = match (&self.auth, token) {
             (AuthSource::Cloud(_), Some(token)) => {
                 let auth = match self.scheme {
@@ -409,21 +529,56 @@ impl MonitorClient {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|ct| ct.contains("json"));
-            let body = crate::body::read_limited(resp, self.max_page_bytes)
-                .await
-                .map_err(|e| match e {
-                    crate::body::BodyError::TooLarge { .. } => {
-                        MonitorErrorKind::TooLarge(format!("{e} (citrix.max_page_bytes)"))
-                    }
-                    crate::body::BodyError::Read(why) => MonitorErrorKind::Transport(why),
-                })?;
+            // Content-Length, when the body is not compressed, is the decoded size.
+            let need = resp
+                .content_length()
+                .map_or(estimate, |n| n.min(usize::MAX as u64) as usize)
+                .clamp(1, self.max_page_bytes);
+            if reserved.as_mut().is_some_and(|r| !r.try_grow(need)) {
+                // A share taken before sending is too small and cannot grow: give it back
+                // first, so that the wait below holds nothing of the budget.
+                *reserved = None;
+            }
+            let bytes = match reserved {
+                Some(r) => r,
+                None => match self.limits.budget.try_reserve(need) {
+                    Some(r) => reserved.insert(r),
+                    // The answer is here and this request holds nothing of the budget: it may
+                    // wait a moment for its share with the body unread (TCP holds it back)
+                    // rather than ask Citrix again; holding no budget, it cannot deadlock.
+                    None => match tokio::time::timeout(
+                        BUDGET_HOLD.min(self.request_timeout / 2),
+                        self.limits.budget.reserve(need),
+                    )
+                    .await
+                    {
+                        Ok(r) => reserved.insert(r),
+                        Err(_) => return Ok(Fetched::NeedBudget(need)),
+                    },
+                },
+            };
+            let read = crate::body::read_reserved(resp, self.max_page_bytes, bytes).await;
+            let body = match read {
+                Ok(body) => body,
+                Err(crate::body::BodyError::OverBudget { needed }) => {
+                    return Ok(Fetched::NeedBudget(needed));
+                }
+                Err(e @ crate::body::BodyError::TooLarge { .. }) => {
+                    return Err(MonitorErrorKind::TooLarge(format!(
+                        "{e} (citrix.max_page_bytes)"
+                    )));
+                }
+                Err(crate::body::BodyError::Read(why)) => {
+                    return Err(MonitorErrorKind::Transport(why));
+                }
+            };
             if !is_json {
                 return Err(MonitorErrorKind::Decode(format!(
                     "status {status} but not JSON: {}",
                     self.redacted_snippet(&body, token)
                 )));
             }
-            return Ok(body);
+            return Ok(Fetched::Body(body));
         }
         if status.is_redirection() {
             let location = crate::body::location(&resp);
@@ -462,6 +617,20 @@ impl MonitorClient {
             AuthSource::Site(s) => crate::secret::redact_all(text, &[&s.config().password, token]),
         }
     }
+}
+
+/// A stable hash of an entity's name, the key of its last page size.
+fn entity_key(entity: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(entity)
+}
+
+/// What one exchange brought: the body, or the news that it needs more of the byte budget
+/// than was free (the request is abandoned and sent again once that much is reserved).
+enum Fetched {
+    Body(Vec<u8>),
+    NeedBudget(usize),
 }
 
 /// Retry-After as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).

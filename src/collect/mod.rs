@@ -338,26 +338,25 @@ async fn walk<C: Collector>(
     };
     let is_logon = name == "connections";
 
-    // The request slot of the previous page, kept for the next one (see below).
-    let mut held = None;
     while let Some(url) = next.take() {
         if cancel.is_cancelled() {
             stats.interrupted = true;
             return Ok(());
         }
-        // The request slot stays ours until the sink has acknowledged this page's points, so
-        // pages in memory are bounded by max_concurrent_requests, not by tenants × page size
-        // when the sink is slower than Citrix.
+        // The page's share of the body budget stays ours until the sink has acknowledged its
+        // points, so pages in memory are bounded by harvester.body_budget, not by tenants ×
+        // page size when the sink is slower than Citrix. It is given back before the next
+        // page is requested: nobody waits for budget while holding some.
         // Shutdown cuts a request or its backoff short: nothing of this page was acknowledged,
         // so the watermark stays and the page is read again next start.
         let fetched = tokio::select! {
-            r = client.get_page_holding(&name, &url, held.take()) => r,
+            r = client.get_page(&name, &url) => r,
             _ = cancel.cancelled() => {
                 stats.interrupted = true;
                 return Ok(());
             }
         };
-        let (body, slot) = fetched.map_err(|e| (e.kind.label(), e.to_string()))?;
+        let (body, reservation) = fetched.map_err(|e| (e.kind.label(), e.to_string()))?;
         // Records borrow from the body and points from the records, so body, records and
         // points live in this block (no await inside): the points are encoded here and only
         // the lines (about a third of their memory, no copy of any text) wait for the server.
@@ -404,15 +403,7 @@ async fn walk<C: Collector>(
                     format!("tenant {}, entity {name}: {e}", ctx.customer),
                 )
             })?;
-        // A walk in progress keeps its slot for its next page rather than queueing behind
-        // every tenant that has not started (FIFO would open every tenant's walk at once, each
-        // remembering its keys); after PAGES_PER_TURN pages it queues again, so one long walk
-        // cannot keep other tenants waiting when the limit is small.
-        if next_link.is_some() && !stats.pages.is_multiple_of(PAGES_PER_TURN) {
-            held = Some(slot);
-        } else {
-            drop(slot);
-        }
+        drop(reservation);
         stats.points_written += report.written as u64;
         stats.rejected += report.rejected as u64;
         stats.dropped += report.dropped as u64;
@@ -473,10 +464,6 @@ async fn walk<C: Collector>(
     }
     Ok(())
 }
-
-/// How many pages in a row a walk may fetch on the request slot it holds before it queues for
-/// a slot again like everyone else (fairness when `max_concurrent_requests` is small).
-pub const PAGES_PER_TURN: u64 = 20;
 
 /// How far past the cycle's start a row may be dated before it counts as dated in the future
 /// (a VDA or controller with a wrong clock); the watermark never passes this.

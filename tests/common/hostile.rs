@@ -97,6 +97,28 @@ impl Hostile {
         Hostile { url, requests }
     }
 
+    /// A server that reads each request and never answers it (the connection stays open
+    /// until the test ends): an output that blocks every write.
+    pub async fn black_hole() -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    if let Some(req) = read_request(&mut sock).await {
+                        log.lock().unwrap().push(req);
+                    }
+                    std::future::pending::<()>().await;
+                    drop(sock);
+                });
+            }
+        });
+        Hostile { url, requests }
+    }
+
     pub fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }

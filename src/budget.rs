@@ -1,0 +1,217 @@
+//! The byte budget of page bodies (`harvester.body_budget`): how many bytes of Monitor pages may
+//! be read, decoded, mapped, encoded and waiting for the output at once, over all tenants. It
+//! is what bounds the harvester's memory, whatever the number of tenants, of requests waiting
+//! on Citrix, or the slowness of the output.
+//!
+//! Deadlock-free by construction: a [`Reservation`] is taken in one piece ([`Budget::reserve`]
+//! waits for the whole amount atomically, in FIFO order), and it only ever grows without
+//! waiting ([`Reservation::try_grow`]). A reader whose body outgrows its reservation and cannot
+//! grow it gives everything back, waits for the larger amount holding nothing, and reads the
+//! page again (the caller's refetch); so nobody ever holds part of the budget while waiting for
+//! more of it. It owns nothing else: which request holds what, and for how long, is the
+//! caller's decision (the Monitor client reserves a page's body; the walk keeps the reservation
+//! until the output acknowledged the page's points).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+/// Counters of a budget, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BudgetStats {
+    /// Reservations that had to wait for bytes another page held.
+    pub waits: AtomicU64,
+    /// Pages read again because their body outgrew what could be reserved at the time.
+    pub refetches: AtomicU64,
+    /// The most bytes ever reserved at once (never above the budget).
+    pub peak: AtomicU64,
+}
+
+/// The budget shared by every tenant of a process.
+#[derive(Debug)]
+pub struct Budget {
+    total: usize,
+    sem: Arc<Semaphore>,
+    pub stats: BudgetStats,
+}
+
+/// What the budget says at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetSnapshot {
+    pub total: u64,
+    pub in_use: u64,
+    pub peak: u64,
+    pub waits: u64,
+    pub refetches: u64,
+}
+
+impl Budget {
+    /// A budget of `total` bytes (at least 1, at most `u32::MAX`: a reservation is one
+    /// semaphore acquisition).
+    pub fn new(total: usize) -> Arc<Budget> {
+        let total = total.clamp(1, u32::MAX as usize);
+        Arc::new(Budget {
+            total,
+            sem: Arc::new(Semaphore::new(total)),
+            stats: BudgetStats::default(),
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes reserved now.
+    pub fn in_use(&self) -> usize {
+        self.total - self.sem.available_permits().min(self.total)
+    }
+
+    /// Whether `bytes` could not be reserved right now without waiting (someone already
+    /// waits, or too little is free).
+    pub fn congested(&self, bytes: usize) -> bool {
+        self.sem.available_permits() < bytes.clamp(1, self.total)
+    }
+
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        BudgetSnapshot {
+            total: self.total as u64,
+            in_use: self.in_use() as u64,
+            peak: self.stats.peak.load(Ordering::Relaxed),
+            waits: self.stats.waits.load(Ordering::Relaxed),
+            refetches: self.stats.refetches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `bytes` (capped at the whole budget, at least 1) now, or `None` without waiting.
+    pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let n = bytes.clamp(1, self.total);
+        let permit = self.sem.clone().try_acquire_many_owned(n as u32).ok()?;
+        Some(self.made(permit))
+    }
+
+    /// `bytes` (capped at the whole budget, at least 1), waiting in FIFO order until they are
+    /// free. The caller must hold no other reservation (that is what keeps it deadlock-free).
+    pub async fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
+        if let Some(r) = self.try_reserve(bytes) {
+            return r;
+        }
+        self.stats.waits.fetch_add(1, Ordering::Relaxed);
+        let n = bytes.clamp(1, self.total);
+        let permit = self
+            .sem
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .expect("the budget's semaphore is never closed");
+        self.made(permit)
+    }
+
+    fn made(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Reservation {
+        self.note_peak();
+        Reservation {
+            permit,
+            budget: self.clone(),
+        }
+    }
+
+    fn note_peak(&self) {
+        self.stats
+            .peak
+            .fetch_max(self.in_use() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of the budget held for one page; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    permit: OwnedSemaphorePermit,
+    budget: Arc<Budget>,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> usize {
+        self.permit.num_permits()
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Grows to `bytes` (capped at the budget) if that many are free now; never waits.
+    pub fn try_grow(&mut self, bytes: usize) -> bool {
+        let want = bytes.min(self.budget.total);
+        let have = self.bytes();
+        if want <= have {
+            return true;
+        }
+        match self
+            .budget
+            .sem
+            .clone()
+            .try_acquire_many_owned((want - have) as u32)
+        {
+            Ok(more) => {
+                self.permit.merge(more);
+                self.budget.note_peak();
+                true
+            }
+            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => false,
+        }
+    }
+
+    /// Gives back what is above `bytes` (at least 1 is kept).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let keep = bytes.max(1);
+        let have = self.bytes();
+        if have > keep {
+            drop(self.permit.split(have - keep));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reservations_add_up_and_never_exceed_the_budget() {
+        let b = Budget::new(1000);
+        let mut a = b.try_reserve(600).unwrap();
+        assert_eq!(b.in_use(), 600);
+        assert!(b.try_reserve(500).is_none());
+        assert!(b.congested(500));
+        let c = b.try_reserve(400).unwrap();
+        assert!(!a.try_grow(700), "nothing is free");
+        assert_eq!(a.bytes(), 600);
+        drop(c);
+        assert!(a.try_grow(5000), "grows up to the whole budget");
+        assert_eq!(a.bytes(), 1000);
+        a.shrink_to(10);
+        assert_eq!(b.in_use(), 10);
+        drop(a);
+        assert_eq!(b.in_use(), 0);
+        let s = b.snapshot();
+        assert_eq!((s.total, s.peak, s.waits), (1000, 1000, 0));
+        assert_eq!(b.try_reserve(0).unwrap().bytes(), 1, "never empty");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_its_whole_amount_at_once_in_fifo_order() {
+        let b = Budget::new(100);
+        let held = b.reserve(80).await;
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(50).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // 20 are free, but the queued waiter comes first: a small ask does not overtake it.
+        assert!(b.try_reserve(10).is_none());
+        drop(held);
+        let got = first.await.unwrap();
+        assert_eq!(got.bytes(), 50);
+        assert_eq!(b.snapshot().waits, 1);
+        assert!(b.snapshot().peak <= 100);
+    }
+}
