@@ -181,6 +181,8 @@ def parse_metrics(text):
     """Prometheus text -> {name: {labels-tuple: value}}."""
     out = collections.defaultdict(dict)
     for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            out.setdefault(line.split()[2], {})  # a family without samples counts as zero
         if not line or line.startswith("#"):
             continue
         m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$', line)
@@ -275,7 +277,9 @@ def stored(output, out_url, out_json):
         extra = {"requests": sum(v for l, v in m.items() if ("path", "/influx/write") in l)}
     elif output == "influxdb1":
         points, dup = influx_stored(out_url)
-        extra = {"requests": json.loads(get(f"{out_url}/debug/vars"))["httpd"]["writeReq"]}
+        stats = json.loads(get(f"{out_url}/debug/vars"))
+        extra = {"requests": sum(v["values"]["writeReq"] for k, v in stats.items()
+                                 if k.startswith("httpd"))}
     else:
         c = json.loads(get(f"{out_url}/count"))
         points, dup = c["measurements"], {}
@@ -379,7 +383,7 @@ def row(n, sim_out, snap0, snap1, simfinal, stored_json, samples, time_scale, id
         "budget_429": final["api"]["budget_429"],
         "peak_rss_mb": fmt(peak_mb, ".1f"),
         "idle_rss_mb": fmt(float(idle_kb) / 1024 if idle_kb not in ("", "n/a") else None, ".1f"),
-        "cpu_per_sim_s": fmt(cpu_per_sim_s, ".3f"),
+        "cpu_per_sim_s": fmt(cpu_per_sim_s, ".4f"),
         "write_requests": fmt(writes, ".0f"),
         "write_timeouts": fmt(timeouts, ".0f"),
         "rows_served": served, "records": int(records),
