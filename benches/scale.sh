@@ -219,10 +219,10 @@ for n in "$@"; do
   stop "$out_pid"
 done
 
-line=$(tail -n +2 "$results" | awk -F'\t' '{printf "N=%s ratio_p99=%s ratio_max=%s skipped=%s in_flight=%s peak_rss_mb=%s cpu_per_sim_s=%s timeouts=%s served=%s records=%s written=%s stored=%s dup_ts=%s; ", $1, $3, $4, $6, $7, $10, $12, $14, $15, $16, $17, $18, $19}')
+line=$(tail -n +2 "$results" | awk -F'\t' '{printf "N=%s ratio_p99=%s ratio_max=%s skipped=%s in_flight=%s peak_rss_mb=%s cpu_per_sim_s=%s timeouts=%s served=%s records=%s written=%s stored=%s extra_copies=%s; ", $1, $3, $4, $6, $7, $10, $12, $14, $15, $16, $17, $18, $19}')
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# data: $machines machines and $sessions_per_day sessions a day per tenant (equal tenants), history_days=$history_days, page_size=$page_size, latency p50=$p50 p99=$p99, time_scale=$time_scale (simulated s per wall s), window=$window simulated s, output=$output, kinds=${kinds:-all on the default schedule}"
-echo "# rows_served: the simulator's top-level rows without the lookup table ConnectionFailureCategories (read for category names, not records); records: the harvester's finished cycles (log), whole run; points_stored: distinct (series, timestamp) per measurement, dup_ts_samples: stored samples repeating one"
+echo "# rows_served: the simulator's top-level rows without the lookup table ConnectionFailureCategories (read for category names, not records); records: the harvester's finished cycles (log), whole run; points_stored: distinct (series, timestamp) per measurement, extra_copies: further copies of a stored point (VictoriaMetrics keeps a point written twice, e.g. a re-read row; InfluxDB overwrites it)"
 echo "# ratio = a tenant's busy time (growth of cycle_seconds_total) over its ideal (growth of the latency the simulator imposed), over the window: an approximation, cycles crossing the window's edges count on one side only"
 echo "# result: $line"
 column -t -s $'\t' "$results"
