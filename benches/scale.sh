@@ -18,7 +18,8 @@
 #     once the simulator has seen no request for 12 s; "n/a" if that never happened);
 #   - the harvester's CPU seconds per simulated second, over the window;
 #   - write requests and write timeouts (the harvester's /metrics at the end of the window
-#     where it exports them; else the output server's own count of write requests, whole run);
+#     where it exports them; else the output server's own count of write requests and the
+#     timed-out write attempts in the harvester's log, whole run);
 #   - rows the simulator served against records the harvester counted (its log of finished
 #     cycles, whole run), points it wrote against points the output stored.
 #
@@ -213,9 +214,10 @@ for n in "$@"; do
   stop "$sim_pid"
   log "N=$n: counting what $output stored"
   $helper stored "$output" "$out_url" "$d/stored.json"
-  read -r records points < <($helper logged "$d/harvester.log")
+  read -r records points timeouts < <($helper logged "$d/harvester.log")
   $helper row "$n" "$d/sim.out" "$d/snap0.json" "$d/snap1.json" "$d/sim-final.json" \
-    "$d/stored.json" "$d/samples.txt" "$time_scale" "$idle_kb" "$records" "$points" >>"$results"
+    "$d/stored.json" "$d/samples.txt" "$time_scale" "$idle_kb" "$records" "$points" "$timeouts" \
+    >>"$results"
   stop "$out_pid"
 done
 

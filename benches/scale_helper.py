@@ -12,8 +12,8 @@ harvester's /metrics, counts what the output stored, and turns it all into one r
   scale_helper.py quiet SIM_URL SECONDS TIMEOUT     -> exit 0 once the simulator saw no request
                                                        in flight for SECONDS in a row
   scale_helper.py stored OUTPUT OUT_URL OUT_JSON    -> points stored, per measurement
-  scale_helper.py logged LOG_FILE                   -> "<records> <points>" of all finished cycles
-  scale_helper.py row N SIM_OUT SNAP0 SNAP1 SIMFINAL STORED SAMPLES TIME_SCALE IDLE_KB RECORDS POINTS
+  scale_helper.py logged LOG_FILE                   -> "<records> <points> <write timeouts>" (whole run)
+  scale_helper.py row N SIM_OUT SNAP0 SNAP1 SIMFINAL STORED SAMPLES TIME_SCALE IDLE_KB RECORDS POINTS TIMEOUTS
   scale_helper.py row-header | window
 """
 
@@ -298,18 +298,23 @@ def stored(output, out_url, out_json):
 def logged(log_file):
     """Records and points of every finished cycle in the daemon's JSON log: the whole run,
     including the cycles that shutdown cut short (a cycle logs when it ends)."""
-    records = points = 0
+    records = points = timeouts = 0
     for line in open(log_file, encoding="utf-8", errors="replace"):
-        if "Cycle finished." not in line:
+        if "Cycle finished." not in line and "write failed" not in line:
             continue
         try:
             ev = json.loads(line)
         except ValueError:
             continue
         f = ev.get("fields", ev)
+        if "write failed" in f.get("message", ""):
+            # Write attempts that timed out (and were retried), for a harvester without
+            # citrix_harvester_output_write_timeouts_total.
+            timeouts += "imeout" in str(f.get("reason", ""))
+            continue
         records += int(f.get("records", 0))
         points += int(f.get("points", 0))
-    print(records, points)
+    print(records, points, timeouts)
 
 
 def metric(snap, name, **want):
@@ -327,7 +332,7 @@ def per_tenant(snap, name):
 
 def pct(values, q):
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
 
@@ -337,7 +342,7 @@ def fmt(v, spec=".2f"):
 
 
 def row(n, sim_out, snap0, snap1, simfinal, stored_json, samples, time_scale, idle_kb, records,
-        points):
+        points, logged_timeouts):
     scale = float(time_scale)
     s0, s1 = json.load(open(snap0)), json.load(open(snap1))
     final = json.load(open(simfinal))["sim"]
@@ -375,6 +380,8 @@ def row(n, sim_out, snap0, snap1, simfinal, stored_json, samples, time_scale, id
     if writes is None:
         writes = st.get("requests")
     timeouts = metric(s1, "citrix_harvester_output_write_timeouts_total")
+    if timeouts is None:
+        timeouts = float(logged_timeouts)  # from the log, whole run
     peak_req = metric(s1, "citrix_harvester_requests_in_flight_peak")
     out = {
         "tenants": int(n),
