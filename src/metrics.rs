@@ -1,7 +1,8 @@
-//! Self-metrics: the harvester's own figures per tenant (last success, cycle duration, records
-//! and points per entity, errors by kind, 429s, token fetches and fallbacks) and the sink's
-//! global ones (spool bytes, dropped points, dead letters), and the process-wide limits
-//! (requests in flight, the body budget's bytes in use, its waits and refetches). The scheduler records each cycle
+//! Self-metrics: the harvester's own figures per tenant (last success, cycle duration, busy time,
+//! cycles, skipped runs, records and points per entity, errors by kind, 429s, token fetches and
+//! fallbacks), the sink's global ones (spool bytes, dropped points, dead letters, the output's
+//! write concurrency and queue) and the process-wide limits (requests in flight, the body
+//! budget's bytes in use, its waits and refetches). The scheduler records each cycle
 //! here; this file renders the figures two ways: Prometheus text format for `/metrics` and the
 //! `citrix_harvester` measurement written through the ordinary sink. It owns no I/O: serving
 //! HTTP lives in `health.rs`, writing in the sink.
@@ -24,6 +25,11 @@ struct TenantFigures {
     customer_id: String,
     last_success: Option<i64>,
     cycle_duration_s: f64,
+    /// Sum of all cycle durations (the tenant's busy time) and the number of cycles.
+    cycle_seconds_total: f64,
+    cycles: u64,
+    /// Runs skipped because a cycle overran the job's interval, by job.
+    skipped_runs: BTreeMap<String, u64>,
     records: BTreeMap<String, u64>,
     points: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
@@ -165,6 +171,13 @@ impl Metrics {
         f.last_error = Some(format!("the tenant's task panicked: {message}"));
     }
 
+    /// A cycle of `tenant` overran the interval of `job`: `runs` of its runs are skipped.
+    pub fn record_skipped(&self, tenant: &str, job: &str, runs: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = st.tenants.entry(tenant.to_string()).or_default();
+        *f.skipped_runs.entry(job.to_string()).or_default() += u64::from(runs);
+    }
+
     /// The tenants reported unhealthy now, by name.
     pub fn unhealthy(&self) -> Vec<Unhealthy> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +207,8 @@ impl Metrics {
         f.restarting = false;
         f.customer_id = s.customer_id.clone();
         f.cycle_duration_s = s.duration.as_secs_f64();
+        f.cycle_seconds_total += f.cycle_duration_s;
+        f.cycles += 1;
         if s.ok() {
             f.last_success = Some(finished.timestamp());
         }
@@ -273,6 +288,33 @@ impl Metrics {
             "Duration of the tenant's last cycle.",
             t.iter()
                 .map(|(n, f)| (labels(&[("tenant", n)]), f.cycle_duration_s)),
+        );
+        family(
+            &mut out,
+            "cycle_seconds_total",
+            "counter",
+            "Sum of the durations of the tenant's cycles: its busy time.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.cycle_seconds_total)),
+        );
+        family(
+            &mut out,
+            "cycles_total",
+            "counter",
+            "Cycles the tenant finished.",
+            t.iter()
+                .map(|(n, f)| (labels(&[("tenant", n)]), f.cycles as f64)),
+        );
+        family(
+            &mut out,
+            "skipped_runs_total",
+            "counter",
+            "Runs of a job skipped because a cycle overran the job's interval.",
+            t.iter().flat_map(|(n, f)| {
+                f.skipped_runs
+                    .iter()
+                    .map(move |(j, v)| (labels(&[("tenant", n), ("job", j)]), *v as f64))
+            }),
         );
         family(
             &mut out,
@@ -747,6 +789,31 @@ mod tests {
             m.record(&good, api, now),
             Some(HealthChange::Recovered { after_failures: 2 })
         ));
+    }
+
+    #[test]
+    fn busy_time_cycles_and_skipped_runs_add_up() {
+        let m = Metrics::new();
+        let (now, api) = (Utc::now(), ApiCounts::default());
+        let mut s = summary(false, &[("machines", None)]);
+        s.duration = std::time::Duration::from_millis(1500);
+        m.record(&s, api, now);
+        s.duration = std::time::Duration::from_millis(2250);
+        m.record(&s, api, now);
+        m.record_skipped("Contoso", "machines", 2);
+        m.record_skipped("Contoso", "machines", 1);
+        m.record_skipped("Contoso", "sessions", 4);
+        let text = m.render(&SinkStats::default());
+        for want in [
+            "citrix_harvester_cycle_seconds_total{tenant=\"Contoso\"} 3.75\n",
+            "citrix_harvester_cycles_total{tenant=\"Contoso\"} 2\n",
+            "citrix_harvester_cycle_duration_seconds{tenant=\"Contoso\"} 2.25\n",
+            "citrix_harvester_skipped_runs_total{tenant=\"Contoso\",job=\"machines\"} 3\n",
+            "citrix_harvester_skipped_runs_total{tenant=\"Contoso\",job=\"sessions\"} 4\n",
+            "# TYPE citrix_harvester_skipped_runs_total counter\n",
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
     }
 
     /// The health dashboard reads losses from the point: a tenant's dropped points add up over

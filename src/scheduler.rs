@@ -506,6 +506,7 @@ impl Harvester {
                 failures[k] = 0;
                 let (next, skipped) = next_run(next_due[k], sj.interval, after);
                 if skipped > 0 {
+                    self.metrics.record_skipped(&t.cfg.name, &name, skipped);
                     tracing::warn!(tenant = %t.cfg.name, job = %sj.job.name(), skipped,
                         cycle_ms = s.duration.as_millis() as u64, interval_ms = sj.interval.as_millis() as u64,
                         "Cycle took longer than the interval; missed runs are skipped.");
