@@ -1,5 +1,6 @@
 //! The scheduler: one tokio task per tenant, each running a cycle (token, then every configured
-//! entity kind) every `interval` with random `jitter`, and `--once`: one cycle for every tenant,
+//! entity kind) every `interval` on a grid offset by a random phase below `jitter` (drawn once
+//! per tenant start, so tenants spread out and a run is never late by its own jitter), and `--once`: one cycle for every tenant,
 //! then a summary. A cycle that overruns its interval skips the next tick with a warning.
 //! Tenants share nothing but the sink, the HTTP client and the process-wide limits (requests in
 //! flight, the body budget), so a failing tenant delays no other (DESIGN.md rule 4). Shutdown: every wait selects on the cancellation token, and a
@@ -462,19 +463,17 @@ impl Harvester {
     /// Runs each job of one tenant every its own interval. Jobs that fall due together run in
     /// one cycle (one token check, one request at a time). A job whose cycle overran its
     /// interval skips the missed runs with a warning instead of running back to back.
+    /// `harvester.jitter` is the tenant's phase on its grid, drawn once: a delay drawn before
+    /// every run would make a cycle shorter than its interval skip the next run (a 35 s
+    /// cycle after 30 s of jitter overruns a 60 s grid).
     async fn tenant_loop(&self, t: &Tenant, cancel: CancellationToken) {
-        let start = Instant::now();
+        let start = Instant::now() + random_below(self.jitter);
         let mut next_due: Vec<Instant> = vec![start; t.jobs.len()];
         let mut failures: Vec<u32> = vec![0; t.jobs.len()];
         while let Some(wake) = next_due.iter().min().copied() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
-            }
-            let jitter = random_below(self.jitter);
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(jitter) => {}
             }
             let now = Instant::now();
             let due: Vec<bool> = next_due.iter().map(|d| *d <= now).collect();
