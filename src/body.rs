@@ -80,7 +80,7 @@ pub async fn read_reserved(
         }
         if needed > reservation.bytes() {
             let generous = needed.max(reservation.bytes().saturating_mul(2)).min(limit);
-            if !reservation.try_grow(generous) && !reservation.try_grow(needed) {
+            if !reservation.try_grow(generous) && !reservation.grow(needed).await {
                 return Err(BodyError::OverBudget { needed: generous });
             }
         }

@@ -4,11 +4,12 @@
 //! on Citrix, or the slowness of the output.
 //!
 //! Deadlock-free by construction: a [`Reservation`] is taken in one piece ([`Budget::reserve`]
-//! waits for the whole amount atomically, in FIFO order), and it only ever grows without
-//! waiting ([`Reservation::try_grow`]). A reader whose body outgrows its reservation and cannot
-//! grow it gives everything back, waits for the larger amount holding nothing, and reads the
-//! page again (the caller's refetch); so nobody ever holds part of the budget while waiting for
-//! more of it. It owns nothing else: which request holds what, and for how long, is the
+//! waits for the whole amount atomically, in FIFO order), and at most **one** reservation at a
+//! time may wait for more while holding what it has ([`Reservation::grow`], behind the budget's
+//! grower turn); every other holder is reading, decoding or writing, none waits for budget, so
+//! the one grower always gets its bytes once they are released. A reader whose body outgrows
+//! its reservation while another grower waits gives everything back, waits for the larger
+//! amount holding nothing, and reads the page again (the caller's refetch). It owns nothing else: which request holds what, and for how long, is the
 //! caller's decision (the Monitor client reserves a page's body; the walk keeps the reservation
 //! until the output acknowledged the page's points).
 
@@ -33,6 +34,8 @@ pub struct BudgetStats {
 pub struct Budget {
     total: usize,
     sem: Arc<Semaphore>,
+    /// Held by the one reservation that may wait for more while holding some.
+    grower: tokio::sync::Mutex<()>,
     pub stats: BudgetStats,
 }
 
@@ -54,6 +57,7 @@ impl Budget {
         Arc::new(Budget {
             total,
             sem: Arc::new(Semaphore::new(total)),
+            grower: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
         })
     }
@@ -160,6 +164,38 @@ impl Reservation {
         }
     }
 
+    /// Grows to `bytes` (capped at the budget), waiting for them if this is the only
+    /// reservation waiting to grow; `false` at once when another one is waiting already (the
+    /// caller then gives everything back and waits holding nothing, see the module docs).
+    pub async fn grow(&mut self, bytes: usize) -> bool {
+        if self.try_grow(bytes) {
+            return true;
+        }
+        let budget = self.budget.clone();
+        let Ok(_turn) = budget.grower.try_lock() else {
+            return false;
+        };
+        let want = bytes.min(budget.total);
+        let have = self.bytes();
+        if want <= have {
+            return true;
+        }
+        budget.stats.waits.fetch_add(1, Ordering::Relaxed);
+        match budget
+            .sem
+            .clone()
+            .acquire_many_owned((want - have) as u32)
+            .await
+        {
+            Ok(more) => {
+                self.permit.merge(more);
+                budget.note_peak();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Gives back what is above `bytes` (at least 1 is kept).
     pub fn shrink_to(&mut self, bytes: usize) {
         let keep = bytes.max(1);
@@ -213,5 +249,30 @@ mod tests {
         assert_eq!(got.bytes(), 50);
         assert_eq!(b.snapshot().waits, 1);
         assert!(b.snapshot().peak <= 100);
+    }
+
+    #[tokio::test]
+    async fn one_grower_waits_holding_and_a_second_gives_up_at_once() {
+        let b = Budget::new(10);
+        let mut a = b.try_reserve(6).unwrap();
+        let other = b.try_reserve(3).unwrap();
+        let mut c = b.try_reserve(1).unwrap();
+        let grower = tokio::spawn(async move {
+            let grown = a.grow(9).await;
+            (grown, a.bytes())
+        });
+        // Let the first grower take its turn and start waiting.
+        while b.grower.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !c.grow(2).await,
+            "a second grower must not wait holding budget"
+        );
+        assert_eq!(c.bytes(), 1);
+        drop(other);
+        drop(c);
+        assert_eq!(grower.await.unwrap(), (true, 9));
+        assert!(b.snapshot().peak <= 10);
     }
 }

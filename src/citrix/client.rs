@@ -48,6 +48,10 @@ pub struct Limits {
     pub peak_requests: Arc<AtomicU64>,
     /// Bytes of page bodies read, decoded, mapped, encoded and waiting for the output.
     pub budget: Arc<Budget>,
+    /// The last page size of each entity over all tenants: the first guess for a tenant that
+    /// has not read that entity yet (tenants of one provider are alike), so that a start with
+    /// a thousand tenants does not reserve a too-small share for each and read pages twice.
+    pub typical_sizes: Arc<std::sync::Mutex<Vec<(u64, u32)>>>,
 }
 
 impl Limits {
@@ -58,6 +62,7 @@ impl Limits {
             max_requests,
             peak_requests: Arc::new(AtomicU64::new(0)),
             budget: Budget::new(body_budget),
+            typical_sizes: Arc::default(),
         }
     }
 
@@ -469,25 +474,22 @@ impl MonitorClient {
         }
     }
 
-    /// What the next page of `entity` is expected to need of the budget.
+    /// What the next page of `entity` is expected to need of the budget: this tenant's last
+    /// page of it, else any tenant's, else [`FIRST_PAGE_ESTIMATE`]; plus a quarter, since
+    /// pages of one entity differ a little (the reservation shrinks to the body once read).
     fn estimate(&self, entity: &str) -> usize {
         let key = entity_key(entity);
-        let sizes = self.last_sizes.lock().unwrap_or_else(|e| e.into_inner());
-        sizes
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(FIRST_PAGE_ESTIMATE, |(_, n)| *n as usize)
-            .clamp(1, self.max_page_bytes)
+        let last = size_of(&self.last_sizes, key)
+            .or_else(|| size_of(&self.limits.typical_sizes, key))
+            .unwrap_or(FIRST_PAGE_ESTIMATE);
+        last.saturating_add(last / 4).clamp(1, self.max_page_bytes)
     }
 
     fn remember(&self, entity: &str, bytes: usize) {
         let key = entity_key(entity);
         let bytes = bytes.min(u32::MAX as usize) as u32;
-        let mut sizes = self.last_sizes.lock().unwrap_or_else(|e| e.into_inner());
-        match sizes.iter_mut().find(|(k, _)| *k == key) {
-            Some(e) => e.1 = bytes,
-            None => sizes.push((key, bytes)),
-        }
+        set_size(&self.last_sizes, key, bytes);
+        set_size(&self.limits.typical_sizes, key, bytes);
     }
 
     /// One request and its body, bounded in size; error texts redacted.
@@ -620,6 +622,22 @@ impl MonitorClient {
 }
 
 /// A stable hash of an entity's name, the key of its last page size.
+fn size_of(sizes: &std::sync::Mutex<Vec<(u64, u32)>>, key: u64) -> Option<usize> {
+    let sizes = sizes.lock().unwrap_or_else(|e| e.into_inner());
+    sizes
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, n)| *n as usize)
+}
+
+fn set_size(sizes: &std::sync::Mutex<Vec<(u64, u32)>>, key: u64, bytes: u32) {
+    let mut sizes = sizes.lock().unwrap_or_else(|e| e.into_inner());
+    match sizes.iter_mut().find(|(k, _)| *k == key) {
+        Some(e) => e.1 = bytes,
+        None => sizes.push((key, bytes)),
+    }
+}
+
 fn entity_key(entity: &str) -> u64 {
     use std::hash::BuildHasher;
     std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
