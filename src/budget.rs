@@ -6,8 +6,10 @@
 //! Deadlock-free by construction: a [`Reservation`] is taken in one piece ([`Budget::reserve`]
 //! waits for the whole amount atomically, in FIFO order), and at most **one** reservation at a
 //! time may wait for more while holding what it has ([`Reservation::grow`], behind the budget's
-//! grower turn); every other holder is reading, decoding or writing, none waits for budget, so
-//! the one grower always gets its bytes once they are released. A reader whose body outgrows
+//! grower turn, for at most [`GROW_WAIT`]); every other holder is reading, decoding or writing
+//! and none waits for budget, so the grower gets its bytes once they are released — unless a
+//! reservation queued ahead of it (the queue is FIFO) needs more than the grower leaves free,
+//! which the time limit resolves. A reader whose body outgrows
 //! its reservation while another grower waits gives everything back, waits for the larger
 //! amount holding nothing, and reads the page again (the caller's refetch). It owns nothing else: which request holds what, and for how long, is the
 //! caller's decision (the Monitor client reserves a page's body; the walk keeps the reservation
@@ -17,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+/// How long the one grower may wait for more before it gives everything back.
+pub const GROW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counters of a budget, for `/metrics`.
 #[derive(Debug, Default)]
@@ -181,18 +186,16 @@ impl Reservation {
             return true;
         }
         budget.stats.waits.fetch_add(1, Ordering::Relaxed);
-        match budget
-            .sem
-            .clone()
-            .acquire_many_owned((want - have) as u32)
-            .await
-        {
-            Ok(more) => {
+        // Bounded: the semaphore is FIFO, so a reservation queued ahead that needs more than
+        // the grower leaves free would wait for the grower, and the grower for it.
+        let more = budget.sem.clone().acquire_many_owned((want - have) as u32);
+        match tokio::time::timeout(GROW_WAIT, more).await {
+            Ok(Ok(more)) => {
                 self.permit.merge(more);
                 budget.note_peak();
                 true
             }
-            Err(_) => false,
+            Ok(Err(_)) | Err(_) => false,
         }
     }
 
