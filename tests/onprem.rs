@@ -74,6 +74,18 @@ async fn start_site_sim(seed: u64) -> SimHandle {
     .await
 }
 
+/// A site of seed `seed` behind its own acceptor (HTTPS when `tls`), and a directory for the
+/// harvest's output and state.
+async fn site(env: &Env, seed: u64, tls: bool) -> (SimHandle, Acceptor, tempfile::TempDir) {
+    let sim = start_site_sim(seed).await;
+    let acceptor = if tls {
+        Acceptor::start_tls(env, &sim.regional_url())
+    } else {
+        Acceptor::start(env, &sim.regional_url())
+    };
+    (sim, acceptor, tempfile::tempdir().unwrap())
+}
+
 /// The simulator's site reached through `controllers` (acceptor URLs) as `user`/`password`.
 fn site_config(
     sim: &SimHandle,
@@ -130,6 +142,13 @@ async fn once(cfg: &Config) -> Vec<TenantSummary> {
     run(cfg, true, CancellationToken::new())
         .await
         .expect("harvester runs")
+}
+
+/// [`once`], and how long it took.
+async fn timed_once(cfg: &Config) -> (Vec<TenantSummary>, Duration) {
+    let started = std::time::Instant::now();
+    let s = once(cfg).await;
+    (s, started.elapsed())
 }
 
 fn written(dir: &Path, measurement: &str, field: &str) -> HashSet<String> {
@@ -232,13 +251,9 @@ async fn ntlm_site_is_harvested_completely_with_a_handshake_per_page() {
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(71).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 71, false).await;
     let cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
-    let started = std::time::Instant::now();
-    let s = once(&cfg).await;
-    let took = started.elapsed();
+    let (s, took) = timed_once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
     assert_complete(dir.path(), &sim);
     let stats = acceptor.stats().await;
@@ -271,12 +286,8 @@ async fn wrong_password_or_domain_fails_once_without_retrying() {
         if wrong_domain {
             cfg.tenants[0].site.as_mut().unwrap().domain = "OTHER".into();
         }
-        let started = std::time::Instant::now();
-        let s = once(&cfg).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{case}: fails fast"
-        );
+        let (s, took) = timed_once(&cfg).await;
+        assert!(took < Duration::from_secs(10), "{case}: fails fast");
         assert!(!s[0].ok(), "{case}: {s:?}");
         let stats = acceptor.stats().await;
         // Two entities, retries configured: still exactly one attempt at the controller.
@@ -312,9 +323,7 @@ async fn negotiate_with_a_kerberos_ticket_uses_kerberos() {
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(73).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 73, false).await;
     let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, env.kdc.clone());
     let s = once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?}");
@@ -336,9 +345,7 @@ async fn negotiate_without_a_ticket_falls_back_to_ntlm() {
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(74).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 74, false).await;
     // No KDC answers: no ticket can be had.
     let kdc = format!("tcp://127.0.0.1:{}", closed_port());
     let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, kdc);
@@ -357,9 +364,7 @@ async fn first_controller_down_the_second_serves_and_is_remembered() {
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(75).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 75, false).await;
     let down = format!("http://127.0.0.1:{}", closed_port());
     let cfg = site_config(
         &sim,
@@ -389,9 +394,7 @@ async fn check_reports_the_controller_and_the_scheme_of_a_site() {
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(77).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (_sim, acceptor, dir) = site(&env, 77, false).await;
     let text = check_toml(
         dir.path(),
         "Munich site",
@@ -447,13 +450,9 @@ async fn ntlm_over_tls_with_the_sites_ca_file_owns_a_connection_per_handshake() 
     let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(81).await;
-    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 81, true).await;
     let cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
-    let started = std::time::Instant::now();
-    let s = once(&cfg).await;
-    let took = started.elapsed();
+    let (s, took) = timed_once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
     assert_complete(dir.path(), &sim);
     let stats = acceptor.stats().await;
@@ -497,12 +496,8 @@ async fn an_untrusted_controller_certificate_is_one_clear_error() {
         let before = acceptor.stats().await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = tls_config(&sim, dir.path(), controller.clone(), &env, ca);
-        let started = std::time::Instant::now();
-        let s = once(&cfg).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{case}: fails fast"
-        );
+        let (s, took) = timed_once(&cfg).await;
+        assert!(took < Duration::from_secs(10), "{case}: fails fast");
         assert!(!s[0].ok(), "{case}: {s:?}");
         let errors = entity_errors(&s);
         assert_eq!(errors.len(), 2, "{case}: one per entity: {errors:?}");
@@ -549,13 +544,7 @@ async fn ntlm_through_a_connect_proxy_tunnels_every_handshake() {
     let account = "proxy-user:Proxy-Secret-7q2";
     for (case, tls) in [("http controller", false), ("https controller", true)] {
         let proxy = ConnectProxy::start(Some(account)).await;
-        let sim = start_site_sim(if tls { 84 } else { 83 }).await;
-        let acceptor = if tls {
-            Acceptor::start_tls(&env, &sim.regional_url())
-        } else {
-            Acceptor::start(&env, &sim.regional_url())
-        };
-        let dir = tempfile::tempdir().unwrap();
+        let (sim, acceptor, dir) = site(&env, if tls { 84 } else { 83 }, tls).await;
         let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
         cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(account)));
         let s = once(&cfg).await;
@@ -580,9 +569,7 @@ async fn ntlm_through_a_connect_proxy_tunnels_every_handshake() {
     }
     // The wrong proxy password: 407, one attempt per entity, nothing reaches the controller.
     let proxy = ConnectProxy::start(Some(account)).await;
-    let sim = start_site_sim(85).await;
-    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 85, true).await;
     let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
     let wrong = "proxy-user:Not-The-Proxy-Secret";
     cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(wrong)));
