@@ -20,32 +20,8 @@ pub enum BodyError {
 
 /// Reads the whole body of `resp`, or fails as soon as more than `limit` decoded bytes arrived.
 /// A `Content-Length` above the limit fails before anything is read.
-pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    // Content-Length is of the encoded body; only a plain body's length is a promise about the
-    // decoded size (reqwest drops the header when it decompresses).
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge { limit });
-    }
-    let mut out: Vec<u8> = Vec::with_capacity(
-        resp.content_length()
-            .map_or(0, |n| n as usize)
-            .min(limit)
-            .min(1 << 20),
-    );
-    loop {
-        let chunk = resp
-            .chunk()
-            .await
-            .map_err(|e| BodyError::Read(error_chain(&e)))?;
-        let Some(chunk) = chunk else { break };
-        if out.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
-        out.extend_from_slice(&chunk);
-        // A decoder fed from a buffer never returns Pending; this lets timeouts run.
-        tokio::task::consume_budget().await;
-    }
-    Ok(out)
+pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    read_checked(resp, limit, limit, |_| Ok(())).await
 }
 
 /// Like [`read_limited`], with every byte read covered by `reservation` (the byte budget of
@@ -54,17 +30,41 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
 /// [`BodyError::OverBudget`] and the partial body is dropped. It never waits for the budget
 /// while holding part of it (see budget.rs).
 pub async fn read_reserved(
-    mut resp: reqwest::Response,
+    resp: reqwest::Response,
     limit: usize,
     reservation: &mut crate::budget::Reservation,
 ) -> Result<Vec<u8>, BodyError> {
+    let first = reservation.bytes();
+    read_checked(resp, limit, first, |needed| {
+        if needed > reservation.bytes() {
+            let generous = needed.max(reservation.bytes().saturating_mul(2)).min(limit);
+            if !reservation.try_grow(generous) && !reservation.try_grow(needed) {
+                return Err(BodyError::OverBudget { needed: generous });
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The read both of the above do: refuses a `Content-Length` above `limit`, reserves at most
+/// `capacity` (and 1 MiB) up front, and before keeping each chunk fails past `limit` and
+/// asks `admit` about the length the body would then have.
+async fn read_checked(
+    mut resp: reqwest::Response,
+    limit: usize,
+    capacity: usize,
+    mut admit: impl FnMut(usize) -> Result<(), BodyError>,
+) -> Result<Vec<u8>, BodyError> {
+    // Content-Length is of the encoded body; only a plain body's length is a promise about the
+    // decoded size (reqwest drops the header when it decompresses).
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
     let mut out: Vec<u8> = Vec::with_capacity(
         resp.content_length()
             .map_or(0, |n| n as usize)
-            .min(reservation.bytes())
+            .min(capacity)
             .min(limit)
             .min(1 << 20),
     );
@@ -78,13 +78,9 @@ pub async fn read_reserved(
         if needed > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        if needed > reservation.bytes() {
-            let generous = needed.max(reservation.bytes().saturating_mul(2)).min(limit);
-            if !reservation.try_grow(generous) && !reservation.try_grow(needed) {
-                return Err(BodyError::OverBudget { needed: generous });
-            }
-        }
+        admit(needed)?;
         out.extend_from_slice(&chunk);
+        // A decoder fed from a buffer never returns Pending; this lets timeouts run.
         tokio::task::consume_budget().await;
     }
     Ok(out)
