@@ -44,55 +44,18 @@ done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d "${TMPDIR:-/tmp}/ch-e2e.XXXXXX")
 helper="python3 $root/benches/e2e_helper.py"
-pids=()
-
-# shellcheck disable=SC2317 # called from the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    # Only a process that is still this script's child (a PID may have been reused).
-    if [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = "$$" ]; then
-      kill "$pid" 2>/dev/null || true
-    fi
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work/vm" "$work/state" "$work/venv"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$root/benches/lib.sh"
+scratch=("$work/vm" "$work/state" "$work/venv")
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() { # URL PID
-  for _ in $(seq 1 600); do
-    kill -0 "$2" 2>/dev/null || { log "process $2 exited while starting"; return 1; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
-    sleep 0.1
-  done
-  log "$1 did not answer"; return 1
-}
-
-stop() { # PID: stop one process this script started
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 vm_url=""
-vm_pid=""
 start_vm() { # fresh storage each run, so the count is of this run's points only
-  rm -rf "$work/vm"
   local port
   port=$(free_port)
-  victoria-metrics -httpListenAddr="127.0.0.1:$port" -storageDataPath="$work/vm" \
-    -retentionPeriod=100y -search.latencyOffset=0s -loggerLevel=ERROR >>"$work/vm.log" 2>&1 &
-  vm_pid=$!
-  pids+=("$vm_pid")
   vm_url="http://127.0.0.1:$port"
-  wait_http "$vm_url/health" "$vm_pid"
+  start_victoria_metrics "$port" "$work/vm" "$work/vm.log"
 }
 
 # /usr/bin/time -v output -> "wall_s cpu_s rss_mb"

@@ -10,27 +10,16 @@ the points that arrived in VictoriaMetrics, and reads /metrics and /proc figures
 """
 
 import json
-import re
 import sys
 import time
 import urllib.request
 
-TENANT = re.compile(
-    r"^  (?P<name>.+?)\s+customer_id=(?P<cid>\S+) client_id=(?P<client>\S+) "
-    r"client_secret=(?P<secret>\S+) utc_offset=")
-
-
-def toml_str(s):
-    return json.dumps(s, ensure_ascii=False)
+from bench_common import tenant_lines, tenants_of, toml_str, token_urls
 
 
 def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir,
             max_requests_in_flight="", gzip="", body_budget=""):
-    tenants = []
-    for line in open(sim_out, encoding="utf-8"):
-        m = TENANT.match(line.rstrip("\n"))
-        if m:
-            tenants.append(m.groupdict())
+    tenants = tenants_of(sim_out)
     lookback_s = int(lookback_s)
     lines = [
         "[harvester]",
@@ -61,20 +50,9 @@ def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, liste
     lines += [""]
     baseline = {"influx_url": vm_url, "lookback_seconds": lookback_s, "tenants": []}
     for t in tenants:
-        token = f"{sim_url}/cctrustoauth2/{t['cid']}/tokens/clients"
-        fallback = f"{fallback_url}/cctrustoauth2/{t['cid']}/tokens/clients"
-        lines += [
-            "[[tenant]]",
-            f"name = {toml_str(t['name'])}",
-            f"customer_id = {toml_str(t['cid'])}",
-            f"client_id = {toml_str(t['client'])}",
-            f"client_secret = {toml_str(t['secret'])}",
-            f"token_url = {toml_str(token)}",
-            f"fallback_token_url = {toml_str(fallback)}",
-            f"monitor_url = {toml_str(sim_url + '/monitorodata')}",
-            'entities = ["connections", "machines"]',
-            "",
-        ]
+        token, fallback = token_urls(t, sim_url, fallback_url)
+        lines += tenant_lines(t, sim_url, fallback_url)
+        lines += ['entities = ["connections", "machines"]', ""]
         baseline["tenants"].append({
             "name": t["name"], "customer_id": t["cid"], "client_id": t["client"],
             "client_secret": t["secret"], "token_url": token, "fallback_token_url": fallback,

@@ -66,42 +66,11 @@ done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d "${TMPDIR:-/tmp}/ch-scale.XXXXXX")
-pids=()
-
-# shellcheck disable=SC2317 # called from the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    # Only a process that is still this script's child (a PID may have been reused).
-    if [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = "$$" ]; then
-      kill "$pid" 2>/dev/null || true
-    fi
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work/out-data" "$work/state"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$root/benches/lib.sh"
+scratch=("$work/out-data" "$work/state")
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() { # URL PID [STATUS]
-  for _ in $(seq 1 600); do
-    kill -0 "$2" 2>/dev/null || { log "process $2 exited while starting"; return 1; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = "${3:-200}" ] && return 0
-    sleep 0.1
-  done
-  log "$1 did not answer"; return 1
-}
-
-stop() { # PID: stop one process this script started, gracefully (SIGTERM), and wait for it
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 out_url=""
 out_pid=""
@@ -114,11 +83,9 @@ start_output() { # fresh storage each N, so the count is of this run's points on
   case "$output" in
     vm)
       # '.' between measurement and field: the counter splits metric names without guessing.
-      victoria-metrics -httpListenAddr="127.0.0.1:$port" -storageDataPath="$work/out-data" \
-        -retentionPeriod=100y -search.latencyOffset=0s -influxMeasurementFieldSeparator=. \
-        -loggerLevel=ERROR >>"$work/output.log" 2>&1 &
-      out_pid=$!; pids+=("$out_pid")
-      wait_http "$out_url/health" "$out_pid" ;;
+      start_victoria_metrics "$port" "$work/out-data" "$work/output.log" \
+        -influxMeasurementFieldSeparator=.
+      out_pid=$vm_pid ;;
     influxdb1)
       rpc=$(free_port)
       cat >"$work/influxdb.conf" <<CONF

@@ -29,9 +29,7 @@ import time
 import urllib.parse
 import urllib.request
 
-TENANT = re.compile(
-    r"^  (?P<name>.+?)\s+customer_id=(?P<cid>\S+) client_id=(?P<client>\S+) "
-    r"client_secret=(?P<secret>\S+) utc_offset=")
+from bench_common import tenant_lines, tenants_of, toml_str
 
 # config.rs default_schedule and HarvesterConfig::default, in simulated seconds.
 DEFAULT_INTERVAL = 300
@@ -41,19 +39,6 @@ DEFAULT_JITTER = 30
 LONGEST_INTERVAL = max([DEFAULT_INTERVAL, *DEFAULT_SCHEDULE.values()])
 # Entity sets the harvester reads as lookup tables (failure category names), not as records.
 LOOKUPS = {"ConnectionFailureCategories"}
-
-
-def toml_str(s):
-    return json.dumps(s, ensure_ascii=False)
-
-
-def tenants_of(sim_out):
-    out = []
-    for line in open(sim_out, encoding="utf-8"):
-        m = TENANT.match(line.rstrip("\n"))
-        if m:
-            out.append(m.groupdict())
-    return out
 
 
 def wall(seconds, scale):
@@ -85,16 +70,7 @@ def config(sim_out, sim_url, fallback_url, output, out_url, state_dir, listen, o
     lines.append("")
     entities = [k for k in kinds.replace(",", " ").split() if k]
     for t in tenants:
-        lines += [
-            "[[tenant]]",
-            f"name = {toml_str(t['name'])}",
-            f"customer_id = {toml_str(t['cid'])}",
-            f"client_id = {toml_str(t['client'])}",
-            f"client_secret = {toml_str(t['secret'])}",
-            f"token_url = {toml_str(sim_url + '/cctrustoauth2/' + t['cid'] + '/tokens/clients')}",
-            f"fallback_token_url = {toml_str(fallback_url + '/cctrustoauth2/' + t['cid'] + '/tokens/clients')}",
-            f"monitor_url = {toml_str(sim_url + '/monitorodata')}",
-        ]
+        lines += tenant_lines(t, sim_url, fallback_url)
         if entities:
             lines.append(f"entities = {json.dumps(entities)}")
         lines.append("")

@@ -13,17 +13,25 @@ fn bin() -> Command {
     c
 }
 
+/// `demo ARGS --out OUT`: its exit status, stdout and stderr.
+fn demo(args: &[&str], out: impl AsRef<std::ffi::OsStr>) -> (std::process::Output, String, String) {
+    let res = bin()
+        .arg("demo")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&res.stderr).into_owned();
+    (res, stdout, stderr)
+}
+
 #[test]
 fn demo_writes_line_protocol_and_prints_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.lp");
-    let res = bin()
-        .args(["demo", "--tenants", "2", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    let (res, stdout, stderr) = demo(&["--tenants", "2"], &out);
     assert!(res.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("logon p95"), "{stdout}");
     assert!(
@@ -61,13 +69,7 @@ fn demo_writes_line_protocol_and_prints_the_table() {
 fn demo_shows_an_onprem_site_beside_the_cloud_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.lp");
-    let res = bin()
-        .args(["demo", "--tenants", "1", "--onprem-site", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    let (res, stdout, stderr) = demo(&["--tenants", "1", "--onprem-site"], &out);
     assert!(res.status.success(), "demo failed:\n{stdout}\n{stderr}");
     let line = stderr
         .lines()
@@ -124,13 +126,7 @@ fn demo_refuses_an_unwritable_output_before_harvesting() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
-    let res = bin()
-        .args(["demo", "--tenants", "1", "--out"])
-        .arg(blocker.join("demo.lp"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    let (res, stdout, stderr) = demo(&["--tenants", "1"], blocker.join("demo.lp"));
     assert_eq!(res.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stderr.contains("not-a-dir/demo.lp"), "{stderr}");
     assert!(!stdout.contains("written"), "{stdout}");
@@ -144,12 +140,7 @@ fn demo_refuses_an_unwritable_output_before_harvesting() {
 #[cfg(target_os = "linux")]
 #[test]
 fn demo_does_not_claim_success_after_failed_writes() {
-    let res = bin()
-        .args(["demo", "--tenants", "1", "--out", "/dev/full"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    let (res, stdout, stderr) = demo(&["--tenants", "1"], "/dev/full");
     assert_eq!(res.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("FAILED"), "{stdout}");
     assert!(stdout.contains("No space left on device"), "{stdout}");

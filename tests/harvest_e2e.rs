@@ -233,12 +233,7 @@ async fn harvest_into_victoriametrics_v2_counts_match() {
     let Some(url) = common::vm_url() else { return };
     let sim = start_sim(1, 11, 100).await;
     let state = tempfile::tempdir().unwrap();
-    let output = SinkConfig::new(SinkKind::InfluxV2 {
-        url: url.clone(),
-        org: "citrix".into(),
-        bucket: "citrix".into(),
-        token: None,
-    });
+    let output = common::influx_v2_output(&url);
     let cfg = harvester_config(&sim, output, state.path().to_path_buf());
     let summaries = once(&cfg).await;
     assert!(summaries.iter().all(TenantSummary::ok), "{summaries:?}");

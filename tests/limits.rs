@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run_report};
 use citrix_harvester::sim::{Faults, SimHandle, SimOptions};
-use citrix_harvester::sink::{SinkConfig, SinkKind};
 
 async fn slow_sim(tenants: usize, seed: u64, sessions_per_day: usize, slow_ms: u64) -> SimHandle {
     let sim = common::sim::start(SimOptions {
@@ -81,12 +80,7 @@ async fn hundreds_of_slow_tenants_wait_on_citrix_side_by_side_and_each_row_is_wr
     let Some(url) = common::vm_url() else { return };
     let sim = slow_sim(300, 7301, 40, 300).await;
     let state = tempfile::tempdir().unwrap();
-    let output = SinkConfig::new(SinkKind::InfluxV2 {
-        url: url.clone(),
-        org: "citrix".into(),
-        bucket: "citrix".into(),
-        token: None,
-    });
+    let output = common::influx_v2_output(&url);
     let mut cfg = config_for_simulator(
         &sim,
         output,
@@ -179,12 +173,7 @@ async fn a_blocked_output_keeps_the_pages_held_within_the_body_budget() {
     let hole = common::hostile::Hostile::black_hole().await;
     let sim = slow_sim(40, 7302, 400, 0).await;
     let state = tempfile::tempdir().unwrap();
-    let mut output = SinkConfig::new(SinkKind::InfluxV2 {
-        url: hole.url.clone(),
-        org: "citrix".into(),
-        bucket: "citrix".into(),
-        token: None,
-    });
+    let mut output = common::influx_v2_output(&hole.url);
     output.timeout = Duration::from_secs(600);
     output.retry_max_elapsed = Duration::from_secs(600);
     let mut cfg = config_for_simulator(

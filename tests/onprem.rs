@@ -74,6 +74,18 @@ async fn start_site_sim(seed: u64) -> SimHandle {
     .await
 }
 
+/// A site of seed `seed` behind its own acceptor (HTTPS when `tls`), and a directory for the
+/// harvest's output and state.
+async fn site(env: &Env, seed: u64, tls: bool) -> (SimHandle, Acceptor, tempfile::TempDir) {
+    let sim = start_site_sim(seed).await;
+    let acceptor = if tls {
+        Acceptor::start_tls(env, &sim.regional_url())
+    } else {
+        Acceptor::start(env, &sim.regional_url())
+    };
+    (sim, acceptor, tempfile::tempdir().unwrap())
+}
+
 /// The simulator's site reached through `controllers` (acceptor URLs) as `user`/`password`.
 fn site_config(
     sim: &SimHandle,
@@ -132,6 +144,13 @@ async fn once(cfg: &Config) -> Vec<TenantSummary> {
         .expect("harvester runs")
 }
 
+/// [`once`], and how long it took.
+async fn timed_once(cfg: &Config) -> (Vec<TenantSummary>, Duration) {
+    let started = std::time::Instant::now();
+    let s = once(cfg).await;
+    (s, started.elapsed())
+}
+
 fn written(dir: &Path, measurement: &str, field: &str) -> HashSet<String> {
     let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
     let needle = format!("{field}=");
@@ -182,28 +201,65 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ntlm_site_is_harvested_completely_with_a_handshake_per_page() {
+/// The acceptor's environment, with this binary's log capture installed first (so that every
+/// test's lines are checked for the password); `None` skips the test outside CI.
+fn winauth_env() -> Option<Env> {
     let _ = logs();
-    let Some(env) = common::winauth::env() else {
-        return;
-    };
-    let sim = start_site_sim(71).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
-    let started = std::time::Instant::now();
-    let s = once(&cfg).await;
-    let took = started.elapsed();
-    assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
-    assert_complete(dir.path(), &sim);
-    let stats = acceptor.stats().await;
-    let pages = sim.stats().tenants.values().next().unwrap().requests;
-    // Every page authenticated on its own: one complete NTLM handshake per request served.
+    common::winauth::env()
+}
+
+/// The requests the simulator served its one tenant (the pages of the harvest).
+fn pages(sim: &SimHandle) -> u64 {
+    sim.stats().tenants.values().next().unwrap().requests
+}
+
+/// NTLM's contract at the acceptor: one complete handshake per page, none rejected.
+fn assert_ntlm_handshake_per_page(stats: &Value, pages: u64) {
     assert_eq!(n(&stats["completed"]), pages, "{stats}");
     assert_eq!(n(&stats["handshakes"]), pages, "{stats}");
     assert_eq!(n(&stats["rejected"]), 0, "{stats}");
     assert_eq!(n(&stats["by_protocol"]["ntlm"]), pages, "{stats}");
+}
+
+/// Runs `check` on a site configured by `toml` whose `password_env` is `SITE_PASSWORD`,
+/// which holds `password`: whether it passed, and its table.
+async fn check_site(toml: &str, password: String) -> (bool, String) {
+    let secrets = citrix_harvester::config::SecretSources {
+        env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
+        credentials_dir: None,
+    };
+    let checked = Config::from_toml_str_for_check(toml, &secrets).unwrap();
+    let report = citrix_harvester::check::run(checked, "site.toml", None).await;
+    (report.passed(), report.render())
+}
+
+/// A `check` configuration of one site `name` at `controller` (its output in `dir`), with
+/// `extra` TOML lines for the tenant.
+fn check_toml(dir: &Path, name: &str, controller: &str, env: &Env, extra: &str) -> String {
+    format!(
+        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
+         [[tenant]]\nname = \"{name}\"\ncontrollers = [\"{controller}\"]\nuser = '{}'\n\
+         password_env = \"SITE_PASSWORD\"\n{extra}",
+        dir.join("state").display(),
+        dir.join("points.lp").display(),
+        env.user,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_site_is_harvested_completely_with_a_handshake_per_page() {
+    let Some(env) = winauth_env() else {
+        return;
+    };
+    let (sim, acceptor, dir) = site(&env, 71, false).await;
+    let cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password);
+    let (s, took) = timed_once(&cfg).await;
+    assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
+    assert_complete(dir.path(), &sim);
+    let stats = acceptor.stats().await;
+    let pages = pages(&sim);
+    // Every page authenticated on its own: one complete NTLM handshake per request served.
+    assert_ntlm_handshake_per_page(&stats, pages);
     eprintln!(
         "NTLM: {pages} pages, each with its own handshake, in {:?} ({:?} a page)",
         took,
@@ -214,34 +270,24 @@ async fn ntlm_site_is_harvested_completely_with_a_handshake_per_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_or_domain_fails_once_without_retrying() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
     let sim = start_site_sim(72).await;
     for (case, wrong_domain) in [("password", false), ("domain", true)] {
         let acceptor = Acceptor::start(&env, &sim.regional_url());
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = if wrong_domain {
-            site_config(&sim, dir.path(), vec![acceptor.url()], &env, &env.password)
+        let password = if wrong_domain {
+            env.password.as_str()
         } else {
-            site_config(
-                &sim,
-                dir.path(),
-                vec![acceptor.url()],
-                &env,
-                "not-the-password",
-            )
+            "not-the-password"
         };
+        let mut cfg = site_config(&sim, dir.path(), vec![acceptor.url()], &env, password);
         if wrong_domain {
             cfg.tenants[0].site.as_mut().unwrap().domain = "OTHER".into();
         }
-        let started = std::time::Instant::now();
-        let s = once(&cfg).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{case}: fails fast"
-        );
+        let (s, took) = timed_once(&cfg).await;
+        assert!(took < Duration::from_secs(10), "{case}: fails fast");
         assert!(!s[0].ok(), "{case}: {s:?}");
         let stats = acceptor.stats().await;
         // Two entities, retries configured: still exactly one attempt at the controller.
@@ -274,13 +320,10 @@ async fn wrong_password_or_domain_fails_once_without_retrying() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negotiate_with_a_kerberos_ticket_uses_kerberos() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(73).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 73, false).await;
     let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, env.kdc.clone());
     let s = once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?}");
@@ -299,13 +342,10 @@ async fn negotiate_with_a_kerberos_ticket_uses_kerberos() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negotiate_without_a_ticket_falls_back_to_ntlm() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(74).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 74, false).await;
     // No KDC answers: no ticket can be had.
     let kdc = format!("tcp://127.0.0.1:{}", closed_port());
     let cfg = negotiate_config(&sim, dir.path(), &acceptor, &env, kdc);
@@ -321,13 +361,10 @@ async fn negotiate_without_a_ticket_falls_back_to_ntlm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_controller_down_the_second_serves_and_is_remembered() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(75).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 75, false).await;
     let down = format!("http://127.0.0.1:{}", closed_port());
     let cfg = site_config(
         &sim,
@@ -354,42 +391,25 @@ async fn first_controller_down_the_second_serves_and_is_remembered() {
 /// row whose hint names the settings, after exactly one handshake at the acceptor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_the_controller_and_the_scheme_of_a_site() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(77).await;
-    let acceptor = Acceptor::start(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
-         [[tenant]]\nname = \"Munich site\"\ncontrollers = [\"{}\"]\nauth = \"ntlm\"\n\
-         user = '{}'\npassword_env = \"SITE_PASSWORD\"\n",
-        dir.path().join("state").display(),
-        dir.path().join("points.lp").display(),
-        acceptor.url(),
-        env.user,
+    let (_sim, acceptor, dir) = site(&env, 77, false).await;
+    let text = check_toml(
+        dir.path(),
+        "Munich site",
+        &acceptor.url(),
+        &env,
+        "auth = \"ntlm\"\n",
     );
-    let render = |password: String| {
-        let text = text.clone();
-        async move {
-            let secrets = citrix_harvester::config::SecretSources {
-                env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
-                credentials_dir: None,
-            };
-            let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
-            let report = citrix_harvester::check::run(checked, "site.toml", None).await;
-            (report.passed(), report.render())
-        }
-    };
-    let (passed, table) = render(env.password.clone()).await;
+    let (passed, table) = check_site(&text, env.password.clone()).await;
     assert!(passed, "{table}");
     assert!(
         table.contains(&acceptor.url()) && table.contains("ntlm"),
         "{table}"
     );
     let before = n(&acceptor.stats().await["rejected"]);
-    let (passed, table) = render("not-the-password".into()).await;
+    let (passed, table) = check_site(&text, "not-the-password".into()).await;
     assert!(!passed, "{table}");
     assert!(table.contains("tenant[0].password_env"), "{table}");
     let stats = acceptor.stats().await;
@@ -427,25 +447,17 @@ fn entity_errors(s: &[TenantSummary]) -> Vec<String> {
 /// carry several pages over one kept-alive connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ntlm_over_tls_with_the_sites_ca_file_owns_a_connection_per_handshake() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
-    let sim = start_site_sim(81).await;
-    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 81, true).await;
     let cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
-    let started = std::time::Instant::now();
-    let s = once(&cfg).await;
-    let took = started.elapsed();
+    let (s, took) = timed_once(&cfg).await;
     assert!(s.iter().all(|s| s.ok()), "{s:?} {}", acceptor.stats().await);
     assert_complete(dir.path(), &sim);
     let stats = acceptor.stats().await;
-    let pages = sim.stats().tenants.values().next().unwrap().requests;
-    assert_eq!(n(&stats["completed"]), pages, "{stats}");
-    assert_eq!(n(&stats["handshakes"]), pages, "{stats}");
-    assert_eq!(n(&stats["by_protocol"]["ntlm"]), pages, "{stats}");
-    assert_eq!(n(&stats["rejected"]), 0, "{stats}");
+    let pages = pages(&sim);
+    assert_ntlm_handshake_per_page(&stats, pages);
     assert_eq!(n(&stats["tls_failures"]), 0, "{stats}");
     assert_eq!(harvest_connections(&stats), pages, "{stats}");
     eprintln!(
@@ -460,8 +472,7 @@ async fn ntlm_over_tls_with_the_sites_ca_file_owns_a_connection_per_handshake() 
 /// site, the controller and what to fix, no retry, and no credentials ever sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_controller_certificate_is_one_clear_error() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
     let sim = start_site_sim(82).await;
@@ -485,12 +496,8 @@ async fn an_untrusted_controller_certificate_is_one_clear_error() {
         let before = acceptor.stats().await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = tls_config(&sim, dir.path(), controller.clone(), &env, ca);
-        let started = std::time::Instant::now();
-        let s = once(&cfg).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{case}: fails fast"
-        );
+        let (s, took) = timed_once(&cfg).await;
+        assert!(took < Duration::from_secs(10), "{case}: fails fast");
         assert!(!s[0].ok(), "{case}: {s:?}");
         let errors = entity_errors(&s);
         assert_eq!(errors.len(), 2, "{case}: one per entity: {errors:?}");
@@ -511,25 +518,13 @@ async fn an_untrusted_controller_certificate_is_one_clear_error() {
     }
     // `check` says the same, with the setting to fix as its hint.
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[harvester]\nstate_dir = \"{}\"\n[output]\nkind = \"file\"\npath = \"{}\"\n\
-         [[tenant]]\nname = \"TLS site\"\ncontrollers = [\"{}\"]\nuser = '{}'\n\
-         password_env = \"SITE_PASSWORD\"\nca_file = \"{}\"\n",
-        dir.path().join("state").display(),
-        dir.path().join("points.lp").display(),
-        acceptor.url(),
-        env.user,
-        env.tls_dir.join("other-ca.pem").display(),
+    let ca_file = format!(
+        "ca_file = \"{}\"\n",
+        env.tls_dir.join("other-ca.pem").display()
     );
-    let password = env.password.clone();
-    let secrets = citrix_harvester::config::SecretSources {
-        env: Box::new(move |k| (k == "SITE_PASSWORD").then(|| password.clone())),
-        credentials_dir: None,
-    };
-    let checked = Config::from_toml_str_for_check(&text, &secrets).unwrap();
-    let report = citrix_harvester::check::run(checked, "site.toml", None).await;
-    let table = report.render();
-    assert!(!report.passed(), "{table}");
+    let text = check_toml(dir.path(), "TLS site", &acceptor.url(), &env, &ca_file);
+    let (passed, table) = check_site(&text, env.password.clone()).await;
+    assert!(!passed, "{table}");
     assert!(
         table.contains("is not signed by a CA in `tenant[0].ca_file`")
             && table.contains("fix `tenant[0].ca_file`"),
@@ -543,27 +538,20 @@ async fn an_untrusted_controller_certificate_is_one_clear_error() {
 /// proxy's password never logged; a wrong proxy password is one error naming `proxy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ntlm_through_a_connect_proxy_tunnels_every_handshake() {
-    let _ = logs();
-    let Some(env) = common::winauth::env() else {
+    let Some(env) = winauth_env() else {
         return;
     };
     let account = "proxy-user:Proxy-Secret-7q2";
     for (case, tls) in [("http controller", false), ("https controller", true)] {
         let proxy = ConnectProxy::start(Some(account)).await;
-        let sim = start_site_sim(if tls { 84 } else { 83 }).await;
-        let acceptor = if tls {
-            Acceptor::start_tls(&env, &sim.regional_url())
-        } else {
-            Acceptor::start(&env, &sim.regional_url())
-        };
-        let dir = tempfile::tempdir().unwrap();
+        let (sim, acceptor, dir) = site(&env, if tls { 84 } else { 83 }, tls).await;
         let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
         cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(account)));
         let s = once(&cfg).await;
         assert!(s.iter().all(|s| s.ok()), "{case}: {s:?}");
         assert_complete(dir.path(), &sim);
         let stats = acceptor.stats().await;
-        let pages = sim.stats().tenants.values().next().unwrap().requests;
+        let pages = pages(&sim);
         assert_eq!(n(&stats["completed"]), pages, "{case}: {stats}");
         let seen = proxy.seen();
         let target = acceptor
@@ -581,9 +569,7 @@ async fn ntlm_through_a_connect_proxy_tunnels_every_handshake() {
     }
     // The wrong proxy password: 407, one attempt per entity, nothing reaches the controller.
     let proxy = ConnectProxy::start(Some(account)).await;
-    let sim = start_site_sim(85).await;
-    let acceptor = Acceptor::start_tls(&env, &sim.regional_url());
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, acceptor, dir) = site(&env, 85, true).await;
     let mut cfg = tls_config(&sim, dir.path(), acceptor.url(), &env, "ca.pem");
     let wrong = "proxy-user:Not-The-Proxy-Secret";
     cfg.tenants[0].site.as_mut().unwrap().proxy = Some(proxy.url(Some(wrong)));

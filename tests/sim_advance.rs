@@ -4,41 +4,15 @@
 //! the equal-ModifiedDate batch of tenant 0's Connections straddles the first page boundary.
 //! Expectations come from `SimHandle::rows`, recomputed here, never from the code under test.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use citrix_harvester::sim::{SimHandle, SimOptions, SimTenant, Simulator};
+use citrix_harvester::sim::{SimOptions, SimTenant};
+use common::sim::{start, token};
 use reqwest::Client;
 use serde_json::Value;
-
-async fn start(opts: SimOptions) -> SimHandle {
-    Simulator::new(opts)
-        .start("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-async fn token(c: &Client, h: &SimHandle, t: &SimTenant) -> String {
-    let r = c
-        .post(format!(
-            "{}/cctrustoauth2/{}/tokens/clients",
-            h.regional_url(),
-            t.customer_id
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &t.client_id),
-            ("client_secret", &t.client_secret),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// Follows nextLinks; returns all rows and the page sizes.
 async fn walk(c: &Client, url: &str, tok: &str, t: &SimTenant) -> (Vec<Value>, Vec<usize>) {

@@ -2,19 +2,15 @@
 //! paging through nextLinks, the one-request-per-tenant rule, faults, admin routes and the wire
 //! format of dates. Expectations come from `SimHandle::rows`, never from the code under test.
 
+mod common;
+
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use citrix_harvester::sim::{Faults, SimHandle, SimOptions, SimTenant, Simulator, TokenFault};
+use common::sim::{client_credentials, start};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
-
-async fn start(opts: SimOptions) -> SimHandle {
-    Simulator::new(opts)
-        .start("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap()
-}
 
 fn small() -> SimOptions {
     SimOptions {
@@ -26,11 +22,7 @@ fn small() -> SimOptions {
 async fn token_at(c: &Client, host: &str, path_id: &str, t: &SimTenant) -> Response {
     c.post(format!("{host}/cctrustoauth2/{path_id}/tokens/clients"))
         .header("Accept", "application/json")
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &t.client_id),
-            ("client_secret", &t.client_secret),
-        ])
+        .form(&client_credentials(t))
         .send()
         .await
         .unwrap()
@@ -810,11 +802,7 @@ async fn token_faults_hit_one_listener_each() {
             "{}/cctrustoauth2/root/tokens/clients",
             h.regional_url()
         ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &t.client_id),
-            ("client_secret", &t.client_secret),
-        ])
+        .form(&client_credentials(t))
         .send()
         .await
         .unwrap_err();

@@ -5,18 +5,14 @@
 //! the real clock and grooming (`retain`). Distributions are checked on the imposed waits the simulator reports,
 //! never on wall-clock timings (only generous lower bounds are).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use citrix_harvester::sim::{Latency, SimHandle, SimOptions, SimTenant, Simulator};
+use citrix_harvester::sim::{Latency, SimHandle, SimOptions, SimTenant};
+use common::sim::{start, token};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-
-async fn start(opts: SimOptions) -> SimHandle {
-    Simulator::new(opts)
-        .start("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap()
-}
 
 /// Many small tenants on a few shared data sets, so that hundreds start in well under a second.
 fn many(tenants: usize) -> SimOptions {
@@ -31,28 +27,6 @@ fn many(tenants: usize) -> SimOptions {
 
 fn client() -> Client {
     Client::builder().pool_max_idle_per_host(0).build().unwrap()
-}
-
-async fn token(c: &Client, h: &SimHandle, t: &SimTenant) -> String {
-    let r = c
-        .post(format!(
-            "{}/cctrustoauth2/{}/tokens/clients",
-            h.regional_url(),
-            t.customer_id
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &t.client_id),
-            ("client_secret", &t.client_secret),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// One Monitor GET; status, Retry-After and body.
@@ -302,21 +276,8 @@ async fn the_api_budget_answers_429_with_retry_after() {
         .map(|t| {
             let (c, base) = (c.clone(), h.regional_url());
             tokio::spawn(async move {
-                let r = c
-                    .post(format!(
-                        "{base}/cctrustoauth2/{}/tokens/clients",
-                        t.customer_id
-                    ))
-                    .form(&[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", &t.client_id),
-                        ("client_secret", &t.client_secret),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                let v: Value = r.json().await.unwrap();
-                (t, v["access_token"].as_str().unwrap().to_string())
+                let tok = common::sim::token_from(&c, &base, &t).await;
+                (t, tok)
             })
         })
         .collect();

@@ -36,6 +36,17 @@ pub fn vm_url() -> Option<String> {
     server_url("CH_TEST_VM_URL", "VictoriaMetrics")
 }
 
+/// The harvester's output to the InfluxDB v2 write API at `url` (org and bucket `citrix`, no
+/// token), every other setting at its default.
+pub fn influx_v2_output(url: &str) -> citrix_harvester::sink::SinkConfig {
+    citrix_harvester::sink::SinkConfig::new(citrix_harvester::sink::SinkKind::InfluxV2 {
+        url: url.to_owned(),
+        org: "citrix".into(),
+        bucket: "citrix".into(),
+        token: None,
+    })
+}
+
 /// Base URL of InfluxDB 1.6, or `None` (skip) outside CI.
 pub fn influx1_url() -> Option<String> {
     server_url("CH_TEST_INFLUXDB1_URL", "InfluxDB 1.6")
