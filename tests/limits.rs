@@ -257,3 +257,65 @@ async fn a_blocked_output_keeps_the_pages_held_within_the_body_budget() {
     run.abort();
     assert_one_request_per_tenant(&sim);
 }
+
+/// A start with many tenants and no Citrix latency: every first page comes back at once, before
+/// any page size is known. One page of the entity goes first and measures it (the pilot); the
+/// others reserve what it measured, wait for their share with the body unread when the budget
+/// is full, and no page is read twice (before: each reserved a 256 KiB guess, pages of about
+/// a megabyte outgrew it in a full budget and were asked for again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_pages_of_unknown_size_reads_each_page_once() {
+    let Some(url) = common::vm_url() else { return };
+    let sim = common::sim::start(SimOptions {
+        tenants: 40,
+        seed: 7303,
+        page_size: 1000,
+        now: minute_now(),
+        history: chrono::Duration::days(1),
+        sessions_per_day: 1200,
+        ..SimOptions::default()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config_for_simulator(
+        &sim,
+        common::influx_v2_output(&url),
+        state.path().join("state"),
+        Duration::from_secs(3 * 86_400),
+    );
+    cfg.harvester.body_budget = 4 << 20;
+    for t in &mut cfg.tenants {
+        t.entities = vec!["connections".into()];
+    }
+    let report = run_report(&cfg, true, CancellationToken::new(), None)
+        .await
+        .expect("harvester runs");
+    assert!(report.summaries.iter().all(TenantSummary::ok));
+    let stats = sim.stats();
+    let rows: usize = sim
+        .tenants()
+        .iter()
+        .map(|t| sim.rows(&t.customer_id, "Connections").len())
+        .sum();
+    let served: u64 = stats
+        .tenants
+        .values()
+        .map(|s| s.rows_served.get("Connections").copied().unwrap_or(0))
+        .sum();
+    let pages: u64 = stats.tenants.values().map(|s| s.requests).sum();
+    eprintln!(
+        "{rows} rows in {pages} requests, budget {:?}",
+        report.budget
+    );
+    assert!(
+        report.budget.peak > (3 << 20),
+        "the budget was never the limit: {:?}",
+        report.budget
+    );
+    assert_eq!(report.budget.refetches, 0, "{:?}", report.budget);
+    assert_eq!(
+        served as usize, rows,
+        "rows served vs rows: a page was read twice"
+    );
+    assert_one_request_per_tenant(&sim);
+}

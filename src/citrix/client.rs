@@ -30,13 +30,17 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// reservation while it streams in.
 pub const FIRST_PAGE_ESTIMATE: usize = 256 << 10;
 
-/// How long an answer that arrived while the body budget was full may wait for its share,
-/// body unread, before it is abandoned and the page requested again once the share is free.
-const BUDGET_HOLD: Duration = Duration::from_secs(5);
+/// How long a first page of an entity whose size nobody knows yet waits for the one such page
+/// in flight (the pilot, see [`Limits::pilot`]) before it goes out on [`FIRST_PAGE_ESTIMATE`]
+/// anyway: a pilot stuck on a tenant whose Citrix hangs must not hold the others back.
+const PILOT_WAIT: Duration = Duration::from_secs(10);
 
 /// How often one request may be sent again because its body outgrew what could be reserved
 /// (each time the reservation at least doubles, so a few suffice up to `max_page_bytes`).
 const MAX_REFETCHES: u32 = 8;
+
+/// The turn of an entity's pilot page (see [`Limits::pilot`]).
+type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// The limits every tenant of a process shares.
 #[derive(Debug, Clone)]
@@ -48,10 +52,13 @@ pub struct Limits {
     pub peak_requests: Arc<AtomicU64>,
     /// Bytes of page bodies read, decoded, mapped, encoded and waiting for the output.
     pub budget: Arc<Budget>,
-    /// The last page size of each entity over all tenants: the first guess for a tenant that
-    /// has not read that entity yet (tenants of one provider are alike), so that a start with
-    /// a thousand tenants does not reserve a too-small share for each and read pages twice.
+    /// A recent large page size of each entity over all tenants (the largest, decaying by an
+    /// eighth with each page): the first guess for a tenant that has not read that entity yet
+    /// (tenants of one provider are alike), so that a start with a thousand tenants does not
+    /// reserve a too-small share for each and read pages twice.
     pub typical_sizes: Arc<std::sync::Mutex<Vec<(u64, u32)>>>,
+    /// One gate per entity whose page size nobody knows yet: its holder's page is the pilot.
+    pilots: Arc<std::sync::Mutex<Vec<(u64, Gate)>>>,
 }
 
 impl Limits {
@@ -63,6 +70,23 @@ impl Limits {
             peak_requests: Arc::new(AtomicU64::new(0)),
             budget: Budget::new(body_budget),
             typical_sizes: Arc::default(),
+            pilots: Arc::default(),
+        }
+    }
+
+    /// The gate of an entity's first page while no tenant knows its size. At a start with a
+    /// thousand tenants, a thousand first pages would otherwise come back at once, each
+    /// reserving a guess; those that outgrow it while the budget is full are read twice.
+    /// With the gate, one page goes first, and the others reserve what it measured.
+    fn pilot(&self, key: u64) -> Gate {
+        let mut pilots = self.pilots.lock().unwrap_or_else(|e| e.into_inner());
+        match pilots.iter().find(|(k, _)| *k == key) {
+            Some((_, gate)) => gate.clone(),
+            None => {
+                let gate = Arc::new(tokio::sync::Mutex::new(()));
+                pilots.push((key, gate.clone()));
+                gate
+            }
         }
     }
 
@@ -413,6 +437,17 @@ impl MonitorClient {
         token: Option<&crate::secret::Secret>,
     ) -> Result<(Vec<u8>, Reservation), MonitorErrorKind> {
         let budget = &self.limits.budget;
+        // No tenant has read this entity yet: wait for the one page that measures it.
+        let _pilot = match self.known_estimate(entity) {
+            Some(_) => None,
+            None => {
+                let gate = self.limits.pilot(entity_key(entity));
+                match tokio::time::timeout(PILOT_WAIT, gate.lock_owned()).await {
+                    Ok(turn) if self.known_estimate(entity).is_none() => Some(turn),
+                    _ => None,
+                }
+            }
+        };
         let estimate = self.estimate(entity);
         // When the budget is short already, wait for this page's share before sending: a
         // request answered while nothing is free would only be abandoned and sent again.
@@ -478,18 +513,25 @@ impl MonitorClient {
     /// page of it, else any tenant's, else [`FIRST_PAGE_ESTIMATE`]; plus a quarter, since
     /// pages of one entity differ a little (the reservation shrinks to the body once read).
     fn estimate(&self, entity: &str) -> usize {
-        let key = entity_key(entity);
-        let last = size_of(&self.last_sizes, key)
-            .or_else(|| size_of(&self.limits.typical_sizes, key))
-            .unwrap_or(FIRST_PAGE_ESTIMATE);
+        let last = self.known_estimate(entity).unwrap_or(FIRST_PAGE_ESTIMATE);
         last.saturating_add(last / 4).clamp(1, self.max_page_bytes)
+    }
+
+    /// This tenant's last page of `entity`, else the typical one of all tenants.
+    fn known_estimate(&self, entity: &str) -> Option<usize> {
+        let key = entity_key(entity);
+        size_of(&self.last_sizes, key).or_else(|| size_of(&self.limits.typical_sizes, key))
     }
 
     fn remember(&self, entity: &str, bytes: usize) {
         let key = entity_key(entity);
         let bytes = bytes.min(u32::MAX as usize) as u32;
         set_size(&self.last_sizes, key, bytes);
-        set_size(&self.limits.typical_sizes, key, bytes);
+        // The typical size follows large pages at once and small ones slowly: a tenant's
+        // short last page must not make the next tenant's full first page a refetch.
+        update_size(&self.limits.typical_sizes, key, |old| {
+            old.map_or(bytes, |old| bytes.max(old - old / 8))
+        });
     }
 
     /// One request and its body, bounded in size; error texts redacted.
@@ -545,11 +587,15 @@ impl MonitorClient {
                 Some(r) => r,
                 None => match self.limits.budget.try_reserve(need) {
                     Some(r) => reserved.insert(r),
-                    // The answer is here and this request holds nothing of the budget: it may
-                    // wait a moment for its share with the body unread (TCP holds it back)
-                    // rather than ask Citrix again; holding no budget, it cannot deadlock.
+                    // The answer is here and this request holds nothing of the budget: it
+                    // waits for its share with the body unread (TCP holds it back) rather
+                    // than ask Citrix again; holding no budget, it cannot deadlock. Half of
+                    // citrix.request_timeout at most, so that the other half reads the body;
+                    // after that the page is abandoned and asked for again once its share is
+                    // free. (When the output is the bottleneck, a thousand answers arriving
+                    // at once wait here for tens of seconds.)
                     None => match tokio::time::timeout(
-                        BUDGET_HOLD.min(self.request_timeout / 2),
+                        self.request_timeout / 2,
                         self.limits.budget.reserve(need),
                     )
                     .await
@@ -631,10 +677,18 @@ fn size_of(sizes: &std::sync::Mutex<Vec<(u64, u32)>>, key: u64) -> Option<usize>
 }
 
 fn set_size(sizes: &std::sync::Mutex<Vec<(u64, u32)>>, key: u64, bytes: u32) {
+    update_size(sizes, key, |_| bytes);
+}
+
+fn update_size(
+    sizes: &std::sync::Mutex<Vec<(u64, u32)>>,
+    key: u64,
+    f: impl FnOnce(Option<u32>) -> u32,
+) {
     let mut sizes = sizes.lock().unwrap_or_else(|e| e.into_inner());
     match sizes.iter_mut().find(|(k, _)| *k == key) {
-        Some(e) => e.1 = bytes,
-        None => sizes.push((key, bytes)),
+        Some(e) => e.1 = f(Some(e.1)),
+        None => sizes.push((key, f(None))),
     }
 }
 
