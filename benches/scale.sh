@@ -33,7 +33,12 @@
 # cycle stays small), OUTPUT (vm: VictoriaMetrics; influxdb1: InfluxDB 1.6; count: a cheap
 # line counter in scale_helper.py that answers /api/v2/write with 204, so that the output
 # server does not eat the harvester's CPU), WINDOW (simulated seconds; default 10800),
-# KINDS (restricts the entities, e.g. KINDS="machines connections", for quick runs only).
+# KINDS (restricts the entities, e.g. KINDS="machines connections", for quick runs only),
+# DATA_SETS (the simulator generates this many data sets and tenant i serves set i mod
+# DATA_SETS under its own identity and latency; default: N up to 200 tenants, else 20 — a
+# medium tenant's own rows cost the simulator 7-14 MB, so 1,000 tenants with their own
+# data fill this machine's memory), RETAIN (the simulator drops raw samples and summary rows
+# older than this; default 2h, which keeps a long run the same size).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
 set -euo pipefail
@@ -48,6 +53,8 @@ sessions_per_day=${SESSIONS_PER_DAY:-5000}
 history_days=${HISTORY_DAYS:-0.02}
 output=${OUTPUT:-vm}
 kinds=${KINDS:-}
+data_sets=${DATA_SETS:-}
+retain=${RETAIN:-2h}
 helper="python3 $root/benches/scale_helper.py"
 window=${WINDOW:-$($helper window)}
 if [ "$#" -eq 0 ]; then set -- 1000 5000 10000; fi
@@ -129,10 +136,13 @@ for n in "$@"; do
   log "N=$n: starting the simulator (latency p50 $p50, p99 $p99, time scale $time_scale)"
   sim_port=$(free_port)
   fb_port=$(free_port)
+  sets=${data_sets:-$(( n <= 200 ? n : 20 ))}
+  log "N=$n: $sets data sets, rows older than $retain dropped"
   "$harvester" simulate --listen "127.0.0.1:$sim_port" --fallback-listen "127.0.0.1:$fb_port" \
     --tenants "$n" --page-size "$page_size" --sessions-per-day "$sessions_per_day" \
     --history-days "$history_days" --machines-per-tenant "$machines" --equal-tenants \
     --latency-p50 "$p50" --latency-p99 "$p99" --clock real --time-scale "$time_scale" \
+    --data-sets "$sets" --retain "$retain" \
     >"$d/sim.out" 2>"$d/sim.err" &
   sim_pid=$!
   pids+=("$sim_pid")
@@ -190,7 +200,7 @@ done
 
 line=$(tail -n +2 "$results" | awk -F'\t' '{printf "N=%s ratio_p99=%s ratio_max=%s skipped=%s in_flight=%s peak_rss_mb=%s cpu_per_sim_s=%s timeouts=%s served=%s records=%s written=%s stored=%s extra_copies=%s; ", $1, $3, $4, $6, $7, $10, $12, $14, $15, $16, $17, $18, $19}')
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# data: $machines machines and $sessions_per_day sessions a day per tenant (equal tenants), history_days=$history_days, page_size=$page_size, latency p50=$p50 p99=$p99, time_scale=$time_scale (simulated s per wall s), window=$window simulated s, output=$output, kinds=${kinds:-all on the default schedule}"
+echo "# data: $machines machines and $sessions_per_day sessions a day per tenant (equal tenants, ${data_sets:-N up to 200, else 20} data sets, retain $retain), history_days=$history_days, page_size=$page_size, latency p50=$p50 p99=$p99, time_scale=$time_scale (simulated s per wall s), window=$window simulated s, output=$output, kinds=${kinds:-all on the default schedule}"
 echo "# rows_served: the simulator's top-level rows without the lookup table ConnectionFailureCategories (read for category names, not records); records: the harvester's finished cycles (log), whole run; points_stored: distinct (series, timestamp) per measurement, extra_copies: further copies of a stored point (VictoriaMetrics keeps a point written twice, e.g. a re-read row; InfluxDB overwrites it)"
 echo "# ratio = a tenant's busy time (growth of cycle_seconds_total) over its ideal (growth of the latency the simulator imposed), over the window: an approximation, cycles crossing the window's edges count on one side only"
 echo "# result: $line"
