@@ -1,11 +1,15 @@
 //! The output's write concurrency: how many write requests may be in flight at once. Adaptive
 //! by default, after Vector's adaptive request concurrency: AIMD on the round-trip time of
 //! successful writes against an EWMA baseline. It starts at one request; once per observation
-//! window (about one baseline RTT) the limit grows by one if the window used the whole limit,
-//! saw no back pressure and its mean RTT did not exceed the baseline; it shrinks to ×0.9 on
-//! back pressure (429, 408, 5xx, a refused connection) or an RTT above the baseline by more than
-//! 2.5 standard deviations, and to ×0.5 when a write timed out (the server is overloaded and
-//! a timed-out write may be stored twice on VictoriaMetrics). Always between 1 and the ceiling.
+//! window (about one baseline RTT) the limit grows if the window used the whole limit, saw no
+//! back pressure and its mean RTT did not exceed the baseline: it doubles until the first
+//! back-off (slow start, as in TCP: a server whose writes take seconds would otherwise take
+//! minutes to reach its capacity), then grows by one. It shrinks to ×0.9 on back pressure
+//! (429, 408, 5xx, a refused connection), on an RTT above the baseline by more than 2.5
+//! standard deviations, and on a mean RTT above half of `output.timeout` (latency that creeps up
+//! slowly moves the baseline with it, and must not reach the timeout); to ×0.5 when a write
+//! timed out (the server is overloaded and a timed-out write may be stored twice on
+//! VictoriaMetrics). Always between 1 and the ceiling.
 //! A fixed setting keeps the limit where it is. It owns the limit, the in-flight count and the
 //! write counters; it must not send requests or decide what a status means (`classify` does).
 
@@ -86,6 +90,8 @@ struct State {
     back_pressure: bool,
     timed_out: bool,
     reached_limit: bool,
+    /// Doubling until the first back-off.
+    slow_start: bool,
     next_update: Option<Instant>,
 }
 
@@ -94,6 +100,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Limiter {
     mode: Concurrency,
+    /// A window whose mean RTT is above this backs off (half of `output.timeout`).
+    slow_rtt: f64,
     state: Mutex<State>,
     released: Notify,
     /// HTTP write attempts sent (each retry counts).
@@ -116,13 +124,15 @@ impl Drop for Permit {
 }
 
 impl Limiter {
-    pub(crate) fn new(mode: Concurrency) -> Limiter {
+    /// A limiter for writes that time out after `timeout`.
+    pub(crate) fn new(mode: Concurrency, timeout: Duration) -> Limiter {
         let limit = match mode {
             Concurrency::Adaptive { .. } => 1,
             Concurrency::Fixed(n) => n.max(1),
         };
         Limiter {
             mode,
+            slow_rtt: timeout.as_secs_f64() / 2.0,
             state: Mutex::new(State {
                 limit,
                 in_flight: 0,
@@ -132,6 +142,7 @@ impl Limiter {
                 back_pressure: false,
                 timed_out: false,
                 reached_limit: false,
+                slow_start: true,
                 next_update: None,
             }),
             released: Notify::new(),
@@ -229,15 +240,21 @@ impl Limiter {
         let before = st.limit;
         if st.timed_out {
             st.limit = ((st.limit as f64 * DECREASE_TIMEOUT) as usize).max(1);
+            st.slow_start = false;
         } else if st.back_pressure
-            || current.is_some_and(|c| past.init && c > past.mean + threshold)
+            || current
+                .is_some_and(|c| c > self.slow_rtt || (past.init && c > past.mean + threshold))
         {
             st.limit = ((st.limit as f64 * DECREASE) as usize).max(1);
+            st.slow_start = false;
         } else if st.limit < max
             && st.reached_limit
             && current.is_some_and(|c| !past.init || c <= past.mean)
         {
-            st.limit += 1;
+            st.limit = match st.slow_start {
+                true => st.limit.saturating_mul(2),
+                false => st.limit + 1,
+            };
         }
         st.limit = st.limit.min(max.max(1));
         if st.limit != before {
@@ -271,6 +288,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A clock the test moves.
     struct Clock(Instant);
@@ -291,13 +309,13 @@ mod tests {
 
     #[tokio::test]
     async fn grows_while_rtt_is_flat_and_backs_off() {
-        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 8 }));
+        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 8 }, TIMEOUT));
         let c = &mut Clock(Instant::now());
         assert_eq!(l.limit(), 1);
         for _ in 0..30 {
             window_of(&l, c, || Outcome::Success(20 * MS)).await;
         }
-        assert_eq!(l.limit(), 8, "grows by one per window up to the ceiling");
+        assert_eq!(l.limit(), 8, "grows up to the ceiling");
         window_of(&l, c, || Outcome::BackPressure).await;
         assert_eq!(l.limit(), 7, "x0.9 on back pressure");
         window_of(&l, c, || Outcome::Timeout).await;
@@ -315,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn rising_latency_shrinks_the_limit() {
-        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 32 }));
+        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 32 }, TIMEOUT));
         let c = &mut Clock(Instant::now());
         for _ in 0..10 {
             window_of(&l, c, || Outcome::Success(20 * MS)).await;
@@ -328,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn does_not_grow_without_demand_and_fixed_stays() {
-        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 32 }));
+        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 32 }, TIMEOUT));
         let c = &mut Clock(Instant::now());
         for _ in 0..10 {
             // One request at a time never reaches a limit above one.
@@ -338,7 +356,7 @@ mod tests {
             drop(p);
         }
         assert!(l.limit() <= 2, "{}", l.limit());
-        let f = Arc::new(Limiter::new(Concurrency::Fixed(4)));
+        let f = Arc::new(Limiter::new(Concurrency::Fixed(4), TIMEOUT));
         for _ in 0..5 {
             window_of(&f, c, || Outcome::Timeout).await;
         }
@@ -347,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn acquire_waits_for_a_release() {
-        let l = Arc::new(Limiter::new(Concurrency::Fixed(1)));
+        let l = Arc::new(Limiter::new(Concurrency::Fixed(1), TIMEOUT));
         let p = l.acquire().await;
         let l2 = l.clone();
         let waiter = tokio::spawn(async move {
@@ -361,5 +379,69 @@ mod tests {
         drop(p);
         assert_eq!(waiter.await.unwrap(), 1);
         assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn doubles_until_the_first_back_off_then_grows_by_one() {
+        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 64 }, TIMEOUT));
+        let c = &mut Clock(Instant::now());
+        let mut seen = vec![l.limit()];
+        for _ in 0..5 {
+            window_of(&l, c, || Outcome::Success(20 * MS)).await;
+            seen.push(l.limit());
+        }
+        assert_eq!(
+            seen,
+            [1, 1, 2, 4, 8, 16],
+            "the first answer sets the baseline"
+        );
+        window_of(&l, c, || Outcome::BackPressure).await;
+        assert_eq!(l.limit(), 14);
+        // The first answers of a window close the one before (back pressure again).
+        window_of(&l, c, || Outcome::Success(20 * MS)).await;
+        let mut after = vec![l.limit()];
+        for _ in 0..3 {
+            window_of(&l, c, || Outcome::Success(20 * MS)).await;
+            after.push(l.limit());
+        }
+        let steps: Vec<usize> = after.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(
+            steps,
+            [1, 1, 1],
+            "one per window after a back-off: {after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn latency_creeping_towards_the_timeout_backs_off_before_it() {
+        let l = Arc::new(Limiter::new(Concurrency::Adaptive { max: 32 }, TIMEOUT));
+        let c = &mut Clock(Instant::now());
+        for _ in 0..6 {
+            window_of(&l, c, || Outcome::Success(20 * MS)).await;
+        }
+        let grown = l.limit();
+        // Each window a little slower than the last: never 2.5 deviations above the moving
+        // baseline, but past half the timeout the limit comes down, with no write timed out.
+        let mut rtt = 20 * MS;
+        let mut past_half = Vec::new();
+        while rtt <= TIMEOUT {
+            rtt = rtt * 21 / 20;
+            // The answers come that much later.
+            c.0 += rtt - 20 * MS;
+            let r = rtt;
+            window_of(&l, c, || Outcome::Success(r)).await;
+            if rtt > TIMEOUT / 2 {
+                past_half.push(l.limit());
+            }
+        }
+        assert!(grown >= 16, "{grown}");
+        // Once past half the timeout (the first window closes the one before), every window
+        // lowers the limit, until it is one.
+        assert!(
+            past_half[1..].windows(2).all(|w| w[1] < w[0] || w[1] == 1),
+            "{past_half:?}"
+        );
+        assert!(past_half.last().unwrap() < &(grown / 2), "{past_half:?}");
+        assert_eq!(l.timeouts.load(Ordering::Relaxed), 0);
     }
 }

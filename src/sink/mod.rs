@@ -531,7 +531,7 @@ impl Sink {
                 message: format!("must be between 1 and {} bytes", u32::MAX),
             });
         }
-        let limiter = Arc::new(Limiter::new(cfg.concurrency));
+        let limiter = Arc::new(Limiter::new(cfg.concurrency, cfg.timeout));
         if cfg.state_dir.is_some() && cfg.buffer_limit == 0 {
             return Err(SinkError::Config {
                 setting: "buffer_limit",
