@@ -16,7 +16,8 @@
 # and harvester.body_budget (defaults 4096 and "64MiB"; BODY_BUDGET=32MiB with
 # citrix.max_page_bytes at its default holds one page at a time), WRAP is a command
 # put before each harvester, ours and the baseline (a profiler: WRAP="heaptrack -o /tmp/h";
-# the figures then include the profiler's own cost), GZIP=0 turns off the harvester's gzip of write requests (on by
+# the figures then include the profiler's own cost), OUTPUT_CONCURRENCY sets output.concurrency
+# ("adaptive" by default, or a fixed number of write requests in flight), GZIP=0 turns off the harvester's gzip of write requests (on by
 # default; the Python baseline, like the seed, sends plain text).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
@@ -32,6 +33,7 @@ in_flight=${MAX_REQUESTS_IN_FLIGHT:-}
 body_budget=${BODY_BUDGET:-}
 wrap=${WRAP:-}
 gzip=${GZIP:-}
+output_concurrency=${OUTPUT_CONCURRENCY:-}
 if [ "$#" -eq 0 ]; then set -- 10 100 1000; fi
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
@@ -108,7 +110,7 @@ for n in "$@"; do
     rm -rf "$work/state"
     mkdir -p "$work/state"
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" "$output_concurrency" >/dev/null
     read -r c0 m0 < <($helper served "$sim_url")
     sim0=$(proc_cpu "$sim_pid")
     log "N=$n: $impl harvest"
@@ -141,7 +143,7 @@ for n in "$@"; do
     # connections (nothing new) and the machine snapshot; then it waits an hour.
     start_vm
     $helper configs "$work/sim-$n.out" "$sim_url" "http://127.0.0.1:$fb_port" "$vm_url" \
-      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" >/dev/null
+      "$work/state" "$lookback" "127.0.0.1:$listen_port" "$work" "$in_flight" "$gzip" "$body_budget" "$output_concurrency" >/dev/null
     "$harvester" --config "$work/harvester.toml" >"$work/daemon-$n.out" 2>"$work/daemon-$n.err" &
     d_pid=$!
     pids+=("$d_pid")
@@ -160,7 +162,7 @@ for n in "$@"; do
 done
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_requests_in_flight=${in_flight:-default}; body_budget=${body_budget:-default}; gzip=${gzip:-default}"
+echo "# data: sessions_per_day=$sessions_per_day history_days=$history_days page_size=$page_size; entities: connections + machines; max_requests_in_flight=${in_flight:-default}; body_budget=${body_budget:-default}; output.concurrency=${output_concurrency:-default}; gzip=${gzip:-default}"
 column -t -s $'\t' "$results"
 if [ "$idle" = 1 ] && [ "$#" -ge 2 ]; then
   first=$1

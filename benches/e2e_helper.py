@@ -18,7 +18,7 @@ from bench_common import tenant_lines, tenants_of, toml_str, token_urls
 
 
 def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, listen, out_dir,
-            max_requests_in_flight="", gzip="", body_budget=""):
+            max_requests_in_flight="", gzip="", body_budget="", output_concurrency=""):
     tenants = tenants_of(sim_out)
     lookback_s = int(lookback_s)
     lines = [
@@ -47,6 +47,9 @@ def configs(sim_out, sim_url, fallback_url, vm_url, state_dir, lookback_s, liste
     ]
     if gzip:
         lines.append(f"gzip = {'true' if gzip == '1' else 'false'}")
+    if output_concurrency:
+        value = output_concurrency if output_concurrency.isdigit() else toml_str(output_concurrency)
+        lines.append(f"concurrency = {value}")
     lines += [""]
     baseline = {"influx_url": vm_url, "lookback_seconds": lookback_s, "tenants": []}
     for t in tenants:

@@ -449,12 +449,14 @@ impl MonitorClient {
             }
         };
         let estimate = self.estimate(entity);
-        // When the budget is short already, wait for this page's share before sending: a
-        // request answered while nothing is free would only be abandoned and sent again.
-        let mut reserved = match budget.congested(estimate) {
-            true => Some(budget.reserve(estimate).await),
-            false => None,
-        };
+        // When the budget is short already, wait until this page's share is free before
+        // sending, in line with the others; but give it back at once: held while Citrix takes
+        // its second or five, it would be memory nobody uses, and a thousand tenants waiting
+        // on Citrix would keep the budget full of nothing. The answer reserves what it needs.
+        if budget.congested(estimate) {
+            drop(budget.reserve(estimate).await);
+        }
+        let mut reserved: Option<Reservation> = None;
         let mut refetches = 0;
         loop {
             // A request slot only while the request is on the wire: never while waiting for
