@@ -182,9 +182,13 @@ pub struct MonitorClient {
 
 /// How a tenant's requests are authorised: a Citrix Cloud bearer token, or Windows
 /// authentication per request to an on-premises site's controllers.
+// The token source stays inline: cloud tenants are the many, and boxing it would add an
+// allocation to each of them to save a little room in the few sites.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthSource {
     Cloud(TokenSource),
-    Site(Site),
+    /// Boxed: a site's state is several times a token source's, and cloud tenants are many.
+    Site(Box<Site>),
 }
 
 impl AuthSource {
@@ -273,7 +277,12 @@ impl MonitorClient {
             Some(site) => {
                 let connector = crate::citrix::conn::Connector::new(site)
                     .map_err(|e| format!("site {}: {e}", tenant.name))?;
-                AuthSource::Site(Site::new(&tenant.name, site.clone(), connector, interval))
+                AuthSource::Site(Box::new(Site::new(
+                    &tenant.name,
+                    (**site).clone(),
+                    connector,
+                    interval,
+                )))
             }
         };
         Ok(MonitorClient {
