@@ -52,6 +52,12 @@ struct TenantFigures {
 }
 
 impl TenantFigures {
+    /// Shown in `/metrics`: the tenant has finished a cycle or panicked (figures registered
+    /// at start and not used yet are not).
+    fn reported(&self) -> bool {
+        self.cycles > 0 || self.panics > 0 || self.restarting || !self.skipped_runs.0.is_empty()
+    }
+
     fn sum(m: &Counts<u64>) -> i64 {
         m.values().sum::<u64>() as i64
     }
@@ -79,6 +85,17 @@ impl ApiCounts {
                 .map_or(0, |t| t.stats.fallback_uses.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// The figures of `tenant`, made when it has none (the name is copied only then).
+fn figures<'a>(
+    tenants: &'a mut BTreeMap<String, TenantFigures>,
+    tenant: &str,
+) -> &'a mut TenantFigures {
+    if !tenants.contains_key(tenant) {
+        tenants.insert(tenant.to_string(), TenantFigures::default());
+    }
+    tenants.get_mut(tenant).expect("inserted above")
 }
 
 /// Counters by a short label (entity kind, job, error kind), sorted by label. A tenant has a
@@ -196,6 +213,28 @@ impl Metrics {
         st.tenants.remove(tenant);
     }
 
+    /// A tenant about to run: its figures are made now, with a counter for each job, so that
+    /// its first cycle only updates them. A daemon's figures live for the whole run; made at
+    /// start they sit together, not scattered among the pages of the first burst of cycles,
+    /// where each would keep a whole page of the allocator from being returned to the OS. The
+    /// tenant is shown in `/metrics` once it has finished a cycle (or panicked), as before.
+    pub fn register<'a>(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+        jobs: impl Iterator<Item = &'a str>,
+    ) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = figures(&mut st.tenants, tenant);
+        if f.customer_id != customer_id {
+            f.customer_id = customer_id.to_string();
+        }
+        for job in jobs {
+            f.records.entry(job);
+            f.points.entry(job);
+        }
+    }
+
     /// A tenant's task panicked: counted, and the tenant is unhealthy until a cycle finishes.
     pub fn record_panic(&self, tenant: &str, customer_id: &str, message: &str) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,10 +276,12 @@ impl Metrics {
     ) -> Option<HealthChange> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
-        let f = st.tenants.entry(s.tenant.clone()).or_default();
+        let f = figures(&mut st.tenants, &s.tenant);
         let change = update_health(f, s, self.unhealthy_after);
         f.restarting = false;
-        f.customer_id = s.customer_id.clone();
+        if f.customer_id != s.customer_id {
+            f.customer_id = s.customer_id.clone();
+        }
         f.cycle_duration_s = s.duration.as_secs_f64();
         f.cycle_seconds_total += f.cycle_duration_s;
         f.cycles += 1;
@@ -302,7 +343,12 @@ impl Metrics {
     pub fn render(&self, sink: &SinkStats) -> String {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let t = &st.tenants;
+        let t: BTreeMap<&str, &TenantFigures> = st
+            .tenants
+            .iter()
+            .filter(|(_, f)| f.reported())
+            .map(|(n, f)| (n.as_str(), f))
+            .collect();
         family(
             &mut out,
             "last_success_timestamp_seconds",
@@ -758,6 +804,32 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
+    }
+
+    /// A tenant registered at start is not shown until its first cycle; then its jobs'
+    /// counters (made at registration) carry that cycle's figures.
+    #[test]
+    fn registered_tenants_show_after_their_first_cycle() {
+        let m = Metrics::new();
+        m.register("Contoso", "c1", ["machines", "sessions"].into_iter());
+        let text = m.render(&SinkStats::default());
+        assert!(!text.contains("Contoso"), "shown before a cycle:\n{text}");
+        let mut s = summary(false, &[("machines", None), ("sessions", None)]);
+        s.entities[0].records = 5;
+        m.record(&s, ApiCounts::default(), Utc::now());
+        let text = m.render(&SinkStats::default());
+        for want in [
+            "citrix_harvester_records_total{tenant=\"Contoso\",entity=\"machines\"} 5\n",
+            "citrix_harvester_records_total{tenant=\"Contoso\",entity=\"sessions\"} 0\n",
+            "citrix_harvester_cycles_total{tenant=\"Contoso\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("entity=\"machines\"} 5").count(),
+            1,
+            "one counter per job"
+        );
     }
 
     fn summary(token_error: bool, jobs: &[(&str, Option<&str>)]) -> TenantSummary {

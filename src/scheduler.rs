@@ -383,6 +383,12 @@ impl Harvester {
         t: Arc<Tenant>,
         cancel: &CancellationToken,
     ) {
+        let names: Vec<String> = t.jobs.iter().map(|s| s.job.name()).collect();
+        self.metrics.register(
+            &t.cfg.name,
+            &t.cfg.customer_id,
+            names.iter().map(String::as_str),
+        );
         let stop = cancel.child_token();
         let key = t.cfg.customer_id.to_ascii_lowercase();
         let task = tracker.spawn(self.clone().supervise(t.clone(), stop.clone()));

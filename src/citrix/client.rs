@@ -294,7 +294,8 @@ impl MonitorClient {
             auth,
             one_at_a_time: Mutex::new(()),
             limits,
-            last_sizes: std::sync::Mutex::new(Vec::new()),
+            // Sized now: grown during the first cycles, it would sit among their pages.
+            last_sizes: std::sync::Mutex::new(Vec::with_capacity(tenant.entities.len())),
             max_retries: citrix.max_retries,
             max_retry_delay: citrix.max_retry_delay,
             max_pages: citrix.max_pages,
