@@ -309,7 +309,9 @@ pub struct TenantConfig {
     pub schedule: BTreeMap<String, Duration>,
     /// `Some` for an on-premises site: its Delivery Controllers and Windows credentials. The
     /// cloud fields above are then empty and unused (`monitor_url` is the first controller).
-    pub site: Option<SiteConfig>,
+    /// Boxed: most tenants are cloud tenants, and every tenant's settings live for the whole
+    /// run, so a cloud tenant should not carry a site's room.
+    pub site: Option<Box<SiteConfig>>,
 }
 
 /// Which Windows authentication package a site's client speaks (onprem-cvad.md §1).
@@ -1331,7 +1333,7 @@ impl RawTenant {
             monitor_url: controllers[0].clone(),
             entities,
             schedule,
-            site: Some(site),
+            site: Some(Box::new(site)),
         };
         Ok((tenant, origin))
     }

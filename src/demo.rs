@@ -108,7 +108,7 @@ pub fn config_for_simulator(
                 .onprem_site()
                 .is_some_and(|s| s.customer_id == t.customer_id)
             {
-                t.site = Some(simulated_site(sim));
+                t.site = Some(Box::new(simulated_site(sim)));
                 t.monitor_url = sim.onprem_base_url();
             }
             t

@@ -86,11 +86,14 @@ async fn readyz(State(c): State<Ctx>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(c): State<Ctx>) -> impl IntoResponse {
+    let text = c.metrics.render(&c.sink.stats());
+    // Dropped once sent, seconds before the trimmer looks: its pages may go back to the OS.
+    crate::memory::buffer_freed();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        c.metrics.render(&c.sink.stats()),
+        text,
     )
 }

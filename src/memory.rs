@@ -4,9 +4,9 @@
 //! the freed pages, so without help the RSS stays at the burst's peak while every tenant idles
 //! until its next run. Each finished cycle marks the heap dirty ([`cycle_finished`]); the
 //! daemon's trimmer ([`run_trimmer`]) asks glibc every [`PERIOD`] to return whole free pages
-//! (`malloc_trim`) when a cycle finished since the last time, so a busy instance trims at most
-//! that often and an idle one not at all. Elsewhere (musl, other systems) trimming does
-//! nothing.
+//! (`malloc_trim`) when a cycle finished (or a `/metrics` page was dropped, [`buffer_freed`])
+//! since the last time, so a busy instance trims at most that often and an idle one not at
+//! all. Elsewhere (musl, other systems) trimming does nothing.
 //!
 //! The other process resource the harvester sizes from its settings lives here too: file
 //! descriptors. Up to `harvester.max_requests_in_flight` sockets may be open at once, more than
@@ -26,6 +26,14 @@ static DIRTY: AtomicBool = AtomicBool::new(false);
 
 /// A cycle finished: what it freed may be given back.
 pub fn cycle_finished() {
+    DIRTY.store(true, Ordering::Relaxed);
+}
+
+/// A large buffer is being freed outside a cycle: a `/metrics` page (about 1 KB per tenant)
+/// is allocated and dropped at every scrape. It comes from the heap, not from its own mapping
+/// (glibc raises its mapping threshold to the largest block freed, and page bodies are larger),
+/// so without a trim every scrape would leave its size resident while the tenants idle.
+pub fn buffer_freed() {
     DIRTY.store(true, Ordering::Relaxed);
 }
 
@@ -135,6 +143,12 @@ mod tests {
         cycle_finished();
         cycle_finished();
         assert!(trim_if_dirty());
+        assert!(!trim_if_dirty());
+        buffer_freed();
+        assert!(
+            trim_if_dirty(),
+            "a dropped /metrics page makes the next look trim"
+        );
         assert!(!trim_if_dirty());
     }
 

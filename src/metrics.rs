@@ -29,22 +29,22 @@ struct TenantFigures {
     cycle_seconds_total: f64,
     cycles: u64,
     /// Runs skipped because a cycle overran the job's interval, by job.
-    skipped_runs: BTreeMap<String, u64>,
-    records: BTreeMap<String, u64>,
-    points: BTreeMap<String, u64>,
-    errors: BTreeMap<String, u64>,
+    skipped_runs: Counts<u64>,
+    records: Counts<u64>,
+    points: Counts<u64>,
+    errors: Counts<u64>,
     throttled: u64,
     token_fetches: u64,
     token_fallbacks: u64,
     /// Failed runs in a row, per job (`token` for the token every job needs).
-    job_failures: BTreeMap<String, u32>,
+    job_failures: Counts<u32>,
     /// The worst job's count: failed runs in a row (no token, or that job failed).
     consecutive_failures: u32,
     /// Why the last failed cycle failed.
     last_error: Option<String>,
     dropped: u64,
     /// Rows dated in the future, by entity kind.
-    future_dated: BTreeMap<String, u64>,
+    future_dated: Counts<u64>,
     /// Times the tenant's task panicked (and was restarted).
     panics: u64,
     /// The task panicked and no cycle has finished since: unhealthy until one does.
@@ -52,7 +52,13 @@ struct TenantFigures {
 }
 
 impl TenantFigures {
-    fn sum(m: &BTreeMap<String, u64>) -> i64 {
+    /// Shown in `/metrics`: the tenant has finished a cycle or panicked (figures registered
+    /// at start and not used yet are not).
+    fn reported(&self) -> bool {
+        self.cycles > 0 || self.panics > 0 || self.restarting || !self.skipped_runs.0.is_empty()
+    }
+
+    fn sum(m: &Counts<u64>) -> i64 {
         m.values().sum::<u64>() as i64
     }
 }
@@ -78,6 +84,52 @@ impl ApiCounts {
                 .tokens()
                 .map_or(0, |t| t.stats.fallback_uses.load(Ordering::Relaxed)),
         }
+    }
+}
+
+/// The figures of `tenant`, made when it has none (the name is copied only then).
+fn figures<'a>(
+    tenants: &'a mut BTreeMap<String, TenantFigures>,
+    tenant: &str,
+) -> &'a mut TenantFigures {
+    if !tenants.contains_key(tenant) {
+        tenants.insert(tenant.to_string(), TenantFigures::default());
+    }
+    tenants.get_mut(tenant).expect("inserted above")
+}
+
+/// Counters by a short label (entity kind, job, error kind), sorted by label. A tenant has a
+/// handful of labels: a sorted vector holds them in one small allocation, where a `BTreeMap`
+/// allocates a node with room for eleven (about 400 bytes) per map, six maps per tenant,
+/// for the whole run.
+#[derive(Debug, Clone, Default)]
+struct Counts<V>(Vec<(String, V)>);
+
+impl<V: Default> Counts<V> {
+    /// The counter of `label`, created at zero when it is new.
+    fn entry(&mut self, label: &str) -> &mut V {
+        let i = match self.0.binary_search_by(|(k, _)| k.as_str().cmp(label)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (label.to_string(), V::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, label: &str) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(label)) {
+            self.0.remove(i);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
     }
 }
 
@@ -161,6 +213,28 @@ impl Metrics {
         st.tenants.remove(tenant);
     }
 
+    /// A tenant about to run: its figures are made now, with a counter for each job, so that
+    /// its first cycle only updates them. A daemon's figures live for the whole run; made at
+    /// start they sit together, not scattered among the pages of the first burst of cycles,
+    /// where each would keep a whole page of the allocator from being returned to the OS. The
+    /// tenant is shown in `/metrics` once it has finished a cycle (or panicked), as before.
+    pub fn register<'a>(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+        jobs: impl Iterator<Item = &'a str>,
+    ) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = figures(&mut st.tenants, tenant);
+        if f.customer_id != customer_id {
+            f.customer_id = customer_id.to_string();
+        }
+        for job in jobs {
+            f.records.entry(job);
+            f.points.entry(job);
+        }
+    }
+
     /// A tenant's task panicked: counted, and the tenant is unhealthy until a cycle finishes.
     pub fn record_panic(&self, tenant: &str, customer_id: &str, message: &str) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,7 +249,7 @@ impl Metrics {
     pub fn record_skipped(&self, tenant: &str, job: &str, runs: u32) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let f = st.tenants.entry(tenant.to_string()).or_default();
-        *f.skipped_runs.entry(job.to_string()).or_default() += u64::from(runs);
+        *f.skipped_runs.entry(job) += u64::from(runs);
     }
 
     /// The tenants reported unhealthy now, by name.
@@ -202,10 +276,12 @@ impl Metrics {
     ) -> Option<HealthChange> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
-        let f = st.tenants.entry(s.tenant.clone()).or_default();
+        let f = figures(&mut st.tenants, &s.tenant);
         let change = update_health(f, s, self.unhealthy_after);
         f.restarting = false;
-        f.customer_id = s.customer_id.clone();
+        if f.customer_id != s.customer_id {
+            f.customer_id = s.customer_id.clone();
+        }
         f.cycle_duration_s = s.duration.as_secs_f64();
         f.cycle_seconds_total += f.cycle_duration_s;
         f.cycles += 1;
@@ -213,20 +289,20 @@ impl Metrics {
             f.last_success = Some(finished.timestamp());
         }
         if s.error.is_some() {
-            *f.errors.entry("token".into()).or_default() += 1;
+            *f.errors.entry("token") += 1;
         }
         for e in &s.entities {
-            *f.records.entry(e.kind.clone()).or_default() += e.records;
-            *f.points.entry(e.kind.clone()).or_default() += e.points_written;
+            *f.records.entry(&e.kind) += e.records;
+            *f.points.entry(&e.kind) += e.points_written;
             if e.error.is_some() {
                 let kind = e.error_kind.unwrap_or("other");
-                *f.errors.entry(kind.into()).or_default() += 1;
+                *f.errors.entry(kind) += 1;
             }
             if e.rejected > 0 {
-                *f.errors.entry("rejected".into()).or_default() += e.rejected;
+                *f.errors.entry("rejected") += e.rejected;
             }
             if e.future_dated > 0 {
-                *f.future_dated.entry(e.kind.clone()).or_default() += e.future_dated;
+                *f.future_dated.entry(&e.kind) += e.future_dated;
             }
             dropped += e.dropped;
         }
@@ -267,7 +343,12 @@ impl Metrics {
     pub fn render(&self, sink: &SinkStats) -> String {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let t = &st.tenants;
+        let t: BTreeMap<&str, &TenantFigures> = st
+            .tenants
+            .iter()
+            .filter(|(_, f)| f.reported())
+            .map(|(n, f)| (n.as_str(), f))
+            .collect();
         family(
             &mut out,
             "last_success_timestamp_seconds",
@@ -569,7 +650,7 @@ fn update_health(f: &mut TenantFigures, s: &TenantSummary, threshold: u32) -> Op
     let before = f.consecutive_failures;
     let mut bump = |job: &str, error: Option<String>| match error {
         Some(e) => {
-            let n = f.job_failures.entry(job.to_string()).or_default();
+            let n = f.job_failures.entry(job);
             *n = n.saturating_add(1);
             f.last_error = Some(e);
         }
@@ -653,6 +734,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_keep_labels_sorted_and_unique() {
+        let mut c: Counts<u64> = Counts::default();
+        *c.entry("sessions") += 2;
+        *c.entry("connections") += 1;
+        *c.entry("sessions") += 3;
+        *c.entry("machines") += 7;
+        let got: Vec<(String, u64)> = c.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("connections".into(), 1),
+                ("machines".into(), 7),
+                ("sessions".into(), 5)
+            ]
+        );
+        c.remove("machines");
+        c.remove("absent");
+        assert_eq!(c.values().sum::<u64>(), 6);
+        assert_eq!(
+            c.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["connections", "sessions"]
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
         assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
@@ -698,6 +804,32 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
+    }
+
+    /// A tenant registered at start is not shown until its first cycle; then its jobs'
+    /// counters (made at registration) carry that cycle's figures.
+    #[test]
+    fn registered_tenants_show_after_their_first_cycle() {
+        let m = Metrics::new();
+        m.register("Contoso", "c1", ["machines", "sessions"].into_iter());
+        let text = m.render(&SinkStats::default());
+        assert!(!text.contains("Contoso"), "shown before a cycle:\n{text}");
+        let mut s = summary(false, &[("machines", None), ("sessions", None)]);
+        s.entities[0].records = 5;
+        m.record(&s, ApiCounts::default(), Utc::now());
+        let text = m.render(&SinkStats::default());
+        for want in [
+            "citrix_harvester_records_total{tenant=\"Contoso\",entity=\"machines\"} 5\n",
+            "citrix_harvester_records_total{tenant=\"Contoso\",entity=\"sessions\"} 0\n",
+            "citrix_harvester_cycles_total{tenant=\"Contoso\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("entity=\"machines\"} 5").count(),
+            1,
+            "one counter per job"
+        );
     }
 
     fn summary(token_error: bool, jobs: &[(&str, Option<&str>)]) -> TenantSummary {

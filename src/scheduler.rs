@@ -100,9 +100,10 @@ impl TenantFactory {
     }
 }
 
-/// A tenant's task in the daemon, and how to stop it alone.
+/// A tenant's task in the daemon, and how to stop it alone. It shares the tenant (and so its
+/// configuration) with the task rather than keeping a copy: an idle tenant's settings exist once.
 struct Running {
-    cfg: TenantConfig,
+    tenant: Arc<Tenant>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -116,7 +117,8 @@ pub struct Harvester {
     pub(crate) settings: LoopSettings,
     jitter: Duration,
     metrics: Arc<crate::metrics::Metrics>,
-    /// The configuration at start: a reload compares against it (with the running tenants).
+    /// The configuration at start without its tenants: a reload compares against it with the
+    /// running tenants' settings (kept once, in the tenants, not twice).
     started_with: Config,
     /// This process's claim on `state_dir` (spool, checkpoints), held while it runs.
     _lock: crate::statelock::StateLock,
@@ -165,7 +167,12 @@ impl Harvester {
             },
             jitter: cfg.harvester.jitter,
             metrics,
-            started_with: cfg.clone(),
+            started_with: Config {
+                harvester: cfg.harvester.clone(),
+                citrix: cfg.citrix.clone(),
+                output: cfg.output.clone(),
+                tenants: Vec::new(),
+            },
             _lock: lock,
         })
     }
@@ -376,12 +383,22 @@ impl Harvester {
         t: Arc<Tenant>,
         cancel: &CancellationToken,
     ) {
+        let names: Vec<String> = t.jobs.iter().map(|s| s.job.name()).collect();
+        self.metrics.register(
+            &t.cfg.name,
+            &t.cfg.customer_id,
+            names.iter().map(String::as_str),
+        );
         let stop = cancel.child_token();
-        let cfg = t.cfg.clone();
-        let task = tracker.spawn(self.clone().supervise(t, stop.clone()));
+        let key = t.cfg.customer_id.to_ascii_lowercase();
+        let task = tracker.spawn(self.clone().supervise(t.clone(), stop.clone()));
         running.insert(
-            cfg.customer_id.to_ascii_lowercase(),
-            Running { cfg, stop, task },
+            key,
+            Running {
+                tenant: t,
+                stop,
+                task,
+            },
         );
     }
 
@@ -391,7 +408,7 @@ impl Harvester {
         if let Some(r) = running.remove(&t.customer_id.to_ascii_lowercase()) {
             r.stop.cancel();
             let _ = r.task.await;
-            debug_assert_eq!(&r.cfg, t);
+            debug_assert_eq!(&r.tenant.cfg, t);
         }
     }
 
@@ -456,7 +473,7 @@ impl Harvester {
     /// running now.
     fn current_config(&self, running: &BTreeMap<String, Running>) -> Config {
         let mut c = self.started_with.clone();
-        c.tenants = running.values().map(|r| r.cfg.clone()).collect();
+        c.tenants = running.values().map(|r| r.tenant.cfg.clone()).collect();
         c
     }
 
@@ -822,5 +839,72 @@ mod idle_cost {
         let idle = std::mem::size_of_val(&h.tenant_loop(&t, c.clone()));
         assert!(idle < cycle, "loop {idle} bytes, cycle {cycle} bytes");
         assert!(idle <= 1024, "an idle tenant's loop is {idle} bytes");
+    }
+
+    /// Each tenant's settings are kept once, in the tenant (its task and the reload's list of
+    /// running tenants share it), and the configuration a reload compares against is still
+    /// whole: the settings at start plus the running tenants.
+    #[tokio::test]
+    async fn running_tenants_share_their_settings_and_a_reload_sees_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "[harvester]\nstate_dir = {:?}\ninterval = \"1h\"\n[output]\nkind = \"stdout\"\n",
+            dir.path()
+        );
+        for i in 0..3 {
+            text.push_str(&format!(
+                "[[tenant]]\nname = \"T{i}\"\ncustomer_id = \"c{i}\"\nclient_id = \"x\"\n\
+                 client_secret_env = \"S\"\n"
+            ));
+        }
+        let s = crate::config::SecretSources {
+            env: Box::new(|_| Some("s".into())),
+            credentials_dir: None,
+        };
+        let cfg = Config::from_toml_str(&text, &s).unwrap();
+        let h = Arc::new(Harvester::new(&cfg).unwrap());
+        assert!(
+            h.started_with.tenants.is_empty(),
+            "tenants are kept in the tenants"
+        );
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let mut running = BTreeMap::new();
+        for t in &h.tenants {
+            h.start_tenant(&tracker, &mut running, t.clone(), &cancel);
+        }
+        for (r, t) in running.values().zip(&h.tenants) {
+            assert!(
+                Arc::ptr_eq(&r.tenant, t),
+                "the running entry shares the tenant"
+            );
+        }
+        let current = h.current_config(&running);
+        assert_eq!(current.tenants, cfg.tenants);
+        assert_eq!(current.harvester, cfg.harvester);
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// A cloud tenant's settings and client do not carry an on-premises site's room (boxed):
+    /// most tenants are cloud tenants and all of them live for the whole run.
+    #[test]
+    fn a_cloud_tenant_carries_no_site_room() {
+        use crate::citrix::auth::TokenSource;
+        use crate::citrix::client::AuthSource;
+        use crate::config::SiteConfig;
+        let auth = std::mem::size_of::<AuthSource>();
+        let token = std::mem::size_of::<TokenSource>();
+        assert!(
+            auth <= token + 8,
+            "AuthSource {auth} bytes, TokenSource {token}"
+        );
+        let site = std::mem::size_of::<SiteConfig>();
+        let tenant = std::mem::size_of::<TenantConfig>();
+        assert!(
+            tenant < site,
+            "TenantConfig {tenant} bytes embeds SiteConfig {site}?"
+        );
+        assert_eq!(std::mem::size_of::<Option<Box<SiteConfig>>>(), 8);
     }
 }

@@ -206,9 +206,13 @@ pub struct MonitorClient {
 
 /// How a tenant's requests are authorised: a Citrix Cloud bearer token, or Windows
 /// authentication per request to an on-premises site's controllers.
+// The token source stays inline: cloud tenants are the many, and boxing it would add an
+// allocation to each of them to save a little room in the few sites.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthSource {
     Cloud(TokenSource),
-    Site(Site),
+    /// Boxed: a site's state is several times a token source's, and cloud tenants are many.
+    Site(Box<Site>),
 }
 
 impl AuthSource {
@@ -297,7 +301,12 @@ impl MonitorClient {
             Some(site) => {
                 let connector = crate::citrix::conn::Connector::new(site)
                     .map_err(|e| format!("site {}: {e}", tenant.name))?;
-                AuthSource::Site(Site::new(&tenant.name, site.clone(), connector, interval))
+                AuthSource::Site(Box::new(Site::new(
+                    &tenant.name,
+                    (**site).clone(),
+                    connector,
+                    interval,
+                )))
             }
         };
         Ok(MonitorClient {
@@ -309,7 +318,8 @@ impl MonitorClient {
             auth,
             one_at_a_time: Mutex::new(()),
             limits,
-            last_sizes: std::sync::Mutex::new(Vec::new()),
+            // Sized now: grown during the first cycles, it would sit among their pages.
+            last_sizes: std::sync::Mutex::new(Vec::with_capacity(tenant.entities.len())),
             max_retries: citrix.max_retries,
             max_retry_delay: citrix.max_retry_delay,
             max_pages: citrix.max_pages,
@@ -723,6 +733,73 @@ pub use crate::body::snippet;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared client keeps at most [`IDLE_CONNECTIONS_PER_HOST`] idle connections to a
+    /// host: after a burst of concurrent requests (one connection each), the rest are closed
+    /// as they come back, not kept for every tenant until the next cycle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_leaves_at_most_the_idle_bound_of_connections_open() {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const BURST: usize = IDLE_CONNECTIONS_PER_HOST * 3;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        // Every first answer waits until the whole burst has arrived, so each request of the
+        // burst has had to open its own connection.
+        let arrived = Arc::new(tokio::sync::Barrier::new(BURST));
+        let counter = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (open, arrived) = (counter.clone(), arrived.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut first = true;
+                    // A small GET arrives in one read.
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        assert!(buf[..n].ends_with(b"\r\n\r\n"));
+                        if std::mem::take(&mut first) {
+                            arrived.wait().await;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let http = http_client(Duration::from_secs(30), None, None).unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..BURST {
+            let (h, url) = (http.clone(), format!("http://{addr}/"));
+            set.spawn(async move { h.get(url).send().await.unwrap().text().await.unwrap() });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), "ok");
+        }
+        let mut still_open = usize::MAX;
+        for _ in 0..200 {
+            still_open = open.load(Ordering::SeqCst);
+            if still_open <= IDLE_CONNECTIONS_PER_HOST {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            still_open <= IDLE_CONNECTIONS_PER_HOST,
+            "{still_open} of {BURST} connections still open"
+        );
+        assert!(
+            still_open > 0,
+            "idle connections are kept for the next requests"
+        );
+    }
 
     #[test]
     fn retry_after_forms() {
