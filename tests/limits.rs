@@ -53,6 +53,23 @@ fn assert_one_request_per_tenant(sim: &SimHandle) {
     }
 }
 
+/// The Connections rows the simulator holds, and how many it served (a page read twice counts
+/// its rows twice).
+fn connections_rows_and_served(sim: &SimHandle) -> (usize, usize) {
+    let rows = sim
+        .tenants()
+        .iter()
+        .map(|t| sim.rows(&t.customer_id, "Connections").len())
+        .sum();
+    let served: u64 = sim
+        .stats()
+        .tenants
+        .values()
+        .map(|s| s.rows_served.get("Connections").copied().unwrap_or(0))
+        .sum();
+    (rows, served as usize)
+}
+
 /// Samples of `citrix_logon_connection_id` stored for these customers (VictoriaMetrics keeps a
 /// sample written twice as two, so this counts duplicates too).
 async fn vm_samples(url: &str, customers: &[String]) -> usize {
@@ -120,16 +137,8 @@ async fn hundreds_of_slow_tenants_wait_on_citrix_side_by_side_and_each_row_is_wr
     assert_one_request_per_tenant(&sim);
 
     let customers: Vec<String> = sim.tenants().into_iter().map(|t| t.customer_id).collect();
-    let rows: usize = customers
-        .iter()
-        .map(|c| sim.rows(c, "Connections").len())
-        .sum();
-    let served: u64 = stats
-        .tenants
-        .values()
-        .map(|s| s.rows_served.get("Connections").copied().unwrap_or(0))
-        .sum();
-    assert_eq!(served as usize, rows, "each row served once");
+    let (rows, served) = connections_rows_and_served(&sim);
+    assert_eq!(served, rows, "each row served once");
     let written: u64 = report
         .summaries
         .iter()
@@ -292,16 +301,7 @@ async fn a_burst_of_first_pages_of_unknown_size_reads_each_page_once() {
         .expect("harvester runs");
     assert!(report.summaries.iter().all(TenantSummary::ok));
     let stats = sim.stats();
-    let rows: usize = sim
-        .tenants()
-        .iter()
-        .map(|t| sim.rows(&t.customer_id, "Connections").len())
-        .sum();
-    let served: u64 = stats
-        .tenants
-        .values()
-        .map(|s| s.rows_served.get("Connections").copied().unwrap_or(0))
-        .sum();
+    let (rows, served) = connections_rows_and_served(&sim);
     let pages: u64 = stats.tenants.values().map(|s| s.requests).sum();
     eprintln!(
         "{rows} rows in {pages} requests, budget {:?}",
@@ -313,9 +313,6 @@ async fn a_burst_of_first_pages_of_unknown_size_reads_each_page_once() {
         report.budget
     );
     assert_eq!(report.budget.refetches, 0, "{:?}", report.budget);
-    assert_eq!(
-        served as usize, rows,
-        "rows served vs rows: a page was read twice"
-    );
+    assert_eq!(served, rows, "rows served vs rows: a page was read twice");
     assert_one_request_per_tenant(&sim);
 }
