@@ -116,6 +116,15 @@ impl Budget {
         self.made(permit)
     }
 
+    /// Waits, in line with the reservations, until `bytes` are free, and keeps nothing: for a
+    /// caller that must not start work the budget cannot take now, but will only know later
+    /// what that work needs (a request whose answer is a second away).
+    pub async fn wait_for_room(self: &Arc<Self>, bytes: usize) {
+        if self.congested(bytes) {
+            drop(self.reserve(bytes).await);
+        }
+    }
+
     fn made(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Reservation {
         self.note_peak();
         Reservation {
@@ -277,5 +286,22 @@ mod tests {
         drop(c);
         assert_eq!(grower.await.unwrap(), (true, 9));
         assert!(b.snapshot().peak <= 10);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_keeps_nothing() {
+        let b = Budget::new(100);
+        b.wait_for_room(60).await;
+        assert_eq!(b.in_use(), 0, "free: returns at once, holding nothing");
+        let held = b.try_reserve(80).unwrap();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait_for_room(60).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "60 are not free while 80 are held");
+        drop(held);
+        waiter.await.unwrap();
+        assert_eq!(b.in_use(), 0);
     }
 }

@@ -90,6 +90,18 @@ impl Limits {
         }
     }
 
+    /// A request slot (a token or Monitor request on the wire), noting the peak.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, MonitorErrorKind> {
+        let slot = self
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        self.peak_requests
+            .fetch_max(self.requests_in_flight() as u64, Ordering::Relaxed);
+        Ok(slot)
+    }
+
     /// Requests on the wire now.
     pub fn requests_in_flight(&self) -> usize {
         self.max_requests
@@ -333,12 +345,7 @@ impl MonitorClient {
     /// waits on Citrix like a Monitor request, and ten thousand tenants starting at once must
     /// not open ten thousand sockets.
     pub async fn ready(&self) -> Result<(), MonitorErrorKind> {
-        let _slot = self
-            .limits
-            .requests
-            .acquire()
-            .await
-            .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
+        let _slot = self.limits.slot().await?;
         self.auth.ready().await
     }
 
@@ -463,23 +470,13 @@ impl MonitorClient {
         // sending, in line with the others; but give it back at once: held while Citrix takes
         // its second or five, it would be memory nobody uses, and a thousand tenants waiting
         // on Citrix would keep the budget full of nothing. The answer reserves what it needs.
-        if budget.congested(estimate) {
-            drop(budget.reserve(estimate).await);
-        }
+        budget.wait_for_room(estimate).await;
         let mut reserved: Option<Reservation> = None;
         let mut refetches = 0;
         loop {
             // A request slot only while the request is on the wire: never while waiting for
             // budget, never while backing off (a failed attempt returns without it).
-            let slot = self
-                .limits
-                .requests
-                .acquire()
-                .await
-                .map_err(|_| MonitorErrorKind::Transport("shutting down".into()))?;
-            self.limits
-                .peak_requests
-                .fetch_max(self.limits.requests_in_flight() as u64, Ordering::Relaxed);
+            let slot = self.limits.slot().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             // The whole request, decompression included, within request_timeout.
             let attempt = self.exchange(url, token, &mut reserved, estimate);
