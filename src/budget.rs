@@ -14,6 +14,14 @@
 //! amount holding nothing, and reads the page again (the caller's refetch). It owns nothing else: which request holds what, and for how long, is the
 //! caller's decision (the Monitor client reserves a page's body; the walk keeps the reservation
 //! until the output acknowledged the page's points).
+//!
+//! Pages on order are bounded as well ([`Budget::order`]): a request takes an [`Order`] for the
+//! bytes its page is expected to need before it is sent, and keeps it until its answer holds
+//! its reservation. Without that bound, a thousand tenants whose requests went out while the
+//! budget had room would all come back to a full budget, and each answer waiting for its share
+//! holds its connection and what the HTTP client has read of it: memory the budget does not
+//! count (1.2 GB with 5,000 tenants). Orders are bounded by [`ORDER_FACTOR`] times the budget,
+//! at least [`ORDER_FLOOR`] each; waiting for an order holds nothing, so it cannot deadlock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +30,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// How long the one grower may wait for more before it gives everything back.
 pub const GROW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bytes of pages that may be on order (asked for, answer not yet holding its reservation): this
+/// many times the budget. Twice: one budget's worth waits on Citrix while another is processed,
+/// so that a second of Citrix latency does not leave the budget idle.
+pub const ORDER_FACTOR: usize = 2;
+
+/// What an order counts at least, whatever its page: a request and the connection that waits for
+/// its answer cost a few KiB even when the page is small.
+pub const ORDER_FLOOR: usize = 16 << 10;
 
 /// Counters of a budget, for `/metrics`.
 #[derive(Debug, Default)]
@@ -32,6 +49,8 @@ pub struct BudgetStats {
     pub refetches: AtomicU64,
     /// The most bytes ever reserved at once (never above the budget).
     pub peak: AtomicU64,
+    /// Requests that waited for an order because pages on order had reached their bound.
+    pub order_waits: AtomicU64,
 }
 
 /// The budget shared by every tenant of a process.
@@ -39,6 +58,9 @@ pub struct BudgetStats {
 pub struct Budget {
     total: usize,
     sem: Arc<Semaphore>,
+    /// Bytes of pages on order (see [`Budget::order`]); `ORDER_FACTOR` times `total`.
+    orders: Arc<Semaphore>,
+    order_total: usize,
     /// Held by the one reservation that may wait for more while holding some.
     grower: tokio::sync::Mutex<()>,
     pub stats: BudgetStats,
@@ -52,6 +74,10 @@ pub struct BudgetSnapshot {
     pub peak: u64,
     pub waits: u64,
     pub refetches: u64,
+    /// Bytes of pages on order now, their bound, and the requests that waited for one.
+    pub on_order: u64,
+    pub order_total: u64,
+    pub order_waits: u64,
 }
 
 impl Budget {
@@ -59,9 +85,12 @@ impl Budget {
     /// semaphore acquisition).
     pub fn new(total: usize) -> Arc<Budget> {
         let total = total.clamp(1, u32::MAX as usize);
+        let order_total = total.saturating_mul(ORDER_FACTOR).min(u32::MAX as usize);
         Arc::new(Budget {
             total,
             sem: Arc::new(Semaphore::new(total)),
+            orders: Arc::new(Semaphore::new(order_total)),
+            order_total,
             grower: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
         })
@@ -89,7 +118,35 @@ impl Budget {
             peak: self.stats.peak.load(Ordering::Relaxed),
             waits: self.stats.waits.load(Ordering::Relaxed),
             refetches: self.stats.refetches.load(Ordering::Relaxed),
+            on_order: self.on_order() as u64,
+            order_total: self.order_total as u64,
+            order_waits: self.stats.order_waits.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes of pages on order now.
+    pub fn on_order(&self) -> usize {
+        self.order_total - self.orders.available_permits().min(self.order_total)
+    }
+
+    /// An order for a page expected to need `bytes` (at least [`ORDER_FLOOR`], at most the
+    /// bound), waiting in FIFO order while pages on order are at their bound. Taken before the
+    /// request is sent, dropped once its answer holds a reservation (or failed). The caller
+    /// may hold reservations of earlier pages: those wait for the output, never for an order.
+    pub async fn order(self: &Arc<Self>, bytes: usize) -> Order {
+        let n = bytes.max(ORDER_FLOOR).min(self.order_total) as u32;
+        let permit = match self.orders.clone().try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.order_waits.fetch_add(1, Ordering::Relaxed);
+                self.orders
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .expect("the budget's order semaphore is never closed")
+            }
+        };
+        Order { _permit: permit }
     }
 
     /// `bytes` (capped at the whole budget, at least 1) now, or `None` without waiting.
@@ -138,6 +195,12 @@ impl Budget {
             .peak
             .fetch_max(self.in_use() as u64, Ordering::Relaxed);
     }
+}
+
+/// Bytes of a page on order (see [`Budget::order`]); given back when dropped.
+#[derive(Debug)]
+pub struct Order {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Bytes of the budget held for one page; given back when dropped.
@@ -286,6 +349,38 @@ mod tests {
         drop(c);
         assert_eq!(grower.await.unwrap(), (true, 9));
         assert!(b.snapshot().peak <= 10);
+    }
+
+    #[tokio::test]
+    async fn orders_are_bounded_by_twice_the_budget_and_count_a_floor_each() {
+        let b = Budget::new(100 << 10);
+        assert_eq!(b.snapshot().order_total, 200 << 10);
+        let big = b.order(150 << 10).await;
+        let small = b.order(1).await;
+        assert_eq!(
+            b.on_order(),
+            (150 << 10) + ORDER_FLOOR,
+            "a small page counts the floor"
+        );
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.order(64 << 10).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "64 KiB more would pass the bound");
+        assert_eq!(b.snapshot().order_waits, 1);
+        assert_eq!(b.in_use(), 0, "orders are not reservations");
+        drop(big);
+        let third = waiter.await.unwrap();
+        drop((small, third));
+        assert_eq!(b.on_order(), 0);
+        let huge = b.order(usize::MAX).await;
+        assert_eq!(
+            b.on_order(),
+            200 << 10,
+            "capped at the bound: never waits forever"
+        );
+        drop(huge);
     }
 
     #[tokio::test]

@@ -587,7 +587,7 @@ fn sink_write_metrics(out: &mut String, sink: &SinkStats) {
 fn render_limits(out: &mut String, l: &Limits) {
     let b = l.budget.snapshot();
     let one = |v: f64| [(String::new(), v)].into_iter();
-    let rows: [(&str, &str, &str, f64); 8] = [
+    let rows: [(&str, &str, &str, f64); 11] = [
         (
             "requests_in_flight",
             "gauge",
@@ -635,6 +635,24 @@ fn render_limits(out: &mut String, l: &Limits) {
             "counter",
             "Pages read again because their body outgrew the budget free at the time.",
             b.refetches as f64,
+        ),
+        (
+            "body_budget_on_order_bytes",
+            "gauge",
+            "Bytes that pages asked for and not yet holding their share of the body budget are expected to need.",
+            b.on_order as f64,
+        ),
+        (
+            "body_budget_on_order_limit_bytes",
+            "gauge",
+            "The bound of body_budget_on_order_bytes: twice harvester.body_budget.",
+            b.order_total as f64,
+        ),
+        (
+            "body_budget_order_waits_total",
+            "counter",
+            "Requests that waited before being sent because pages on order had reached their bound.",
+            b.order_waits as f64,
         ),
     ];
     for (name, kind, help, v) in rows {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::demo::config_for_simulator;
-use citrix_harvester::scheduler::{TenantSummary, minute_now, run_report};
+use citrix_harvester::scheduler::{RunError, RunReport, TenantSummary, minute_now, run_report};
 use citrix_harvester::sim::{Faults, SimHandle, SimOptions};
 
 async fn slow_sim(tenants: usize, seed: u64, sessions_per_day: usize, slow_ms: u64) -> SimHandle {
@@ -172,6 +172,109 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
+/// A harvester of `tenants` (Connections only, the simulator waiting `slow_ms` per request)
+/// writing into an output that takes every write and never answers, with a `budget`-byte body
+/// budget and `/metrics` on a free port.
+struct Blocked {
+    sim: SimHandle,
+    hole: common::hostile::Hostile,
+    port: u16,
+    stop: CancellationToken,
+    run: tokio::task::JoinHandle<Result<RunReport, RunError>>,
+    http: reqwest::Client,
+    _state: tempfile::TempDir,
+}
+
+impl Blocked {
+    async fn start(tenants: usize, seed: u64, slow_ms: u64, budget: usize) -> Blocked {
+        let hole = common::hostile::Hostile::black_hole().await;
+        let sim = slow_sim(tenants, seed, 400, slow_ms).await;
+        let state = tempfile::tempdir().unwrap();
+        let mut output = common::influx_v2_output(&hole.url);
+        output.timeout = Duration::from_secs(600);
+        output.retry_max_elapsed = Duration::from_secs(600);
+        let mut cfg = config_for_simulator(
+            &sim,
+            output,
+            state.path().join("state"),
+            Duration::from_secs(3 * 86_400),
+        );
+        cfg.citrix.max_page_bytes = budget;
+        cfg.harvester.body_budget = budget;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        cfg.harvester.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        for t in &mut cfg.tenants {
+            t.entities = vec!["connections".into()];
+        }
+        let stop = CancellationToken::new();
+        let run = {
+            let (cfg, stop) = (cfg.clone(), stop.clone());
+            tokio::spawn(async move { run_report(&cfg, false, stop, None).await })
+        };
+        let http = reqwest::Client::new();
+        Blocked {
+            sim,
+            hole,
+            port,
+            stop,
+            run,
+            http,
+            _state: state,
+        }
+    }
+
+    async fn scrape(&self) -> Option<String> {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// Scrapes until the budget has been full (no free page's worth left, pages are tens of
+    /// KiB, and tenants queue for it) for two seconds, checking every scrape with `each`.
+    /// Returns the last scrape and the simulator's request count when the two seconds began.
+    async fn until_full_for_2s(&self, mut each: impl FnMut(&str)) -> (String, u64) {
+        let mut full_since: Option<(tokio::time::Instant, u64)> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the budget never filled up and stayed full"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(text) = self.scrape().await else {
+                continue;
+            };
+            each(&text);
+            let total = metric(&text, "body_budget_bytes");
+            let in_use = metric(&text, "body_budget_in_use_bytes");
+            let waits = metric(&text, "body_budget_waits_total");
+            let requests: u64 = self.sim.stats().tenants.values().map(|s| s.requests).sum();
+            let full = in_use > total - (64 << 10) as f64 && waits > 0.0;
+            match full_since {
+                Some((t, then)) if full && t.elapsed() >= Duration::from_secs(2) => {
+                    return (text, then);
+                }
+                Some(_) if full => {}
+                _ => full_since = full.then(|| (tokio::time::Instant::now(), requests)),
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.stop.cancel();
+        self.run.abort();
+        assert_one_request_per_tenant(&self.sim);
+    }
+}
+
 /// An output that takes every write and never answers: each tenant's page stays in memory until
 /// its write returns, so the pages held are exactly what the body budget allows. Read from
 /// `/metrics` while the output blocks: the bytes in use never exceed the budget, the budget is
@@ -179,92 +282,88 @@ fn metric(text: &str, name: &str) -> f64 {
 /// piling them up in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_output_keeps_the_pages_held_within_the_body_budget() {
-    let hole = common::hostile::Hostile::black_hole().await;
-    let sim = slow_sim(40, 7302, 400, 0).await;
-    let state = tempfile::tempdir().unwrap();
-    let mut output = common::influx_v2_output(&hole.url);
-    output.timeout = Duration::from_secs(600);
-    output.retry_max_elapsed = Duration::from_secs(600);
-    let mut cfg = config_for_simulator(
-        &sim,
-        output,
-        state.path().join("state"),
-        Duration::from_secs(3 * 86_400),
-    );
     let budget: usize = 512 << 10;
-    cfg.citrix.max_page_bytes = budget;
-    cfg.harvester.body_budget = budget;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    cfg.harvester.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-    for t in &mut cfg.tenants {
-        t.entities = vec!["connections".into()];
-    }
-    let stop = CancellationToken::new();
-    let run = {
-        let (cfg, stop) = (cfg.clone(), stop.clone());
-        tokio::spawn(async move { run_report(&cfg, false, stop, None).await })
-    };
-    let http = reqwest::Client::new();
-    let scrape = || async {
-        http.get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    };
-    let mut full_since: Option<(tokio::time::Instant, u64)> = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let b = Blocked::start(40, 7302, 0, budget).await;
     let mut samples = 0;
-    let (in_use, waits, requests_then) = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the budget never filled up and stayed full"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(text) = scrape().await else { continue };
-        samples += 1;
-        let total = metric(&text, "body_budget_bytes");
-        let in_use = metric(&text, "body_budget_in_use_bytes");
-        let peak = metric(&text, "body_budget_peak_bytes");
-        let waits = metric(&text, "body_budget_waits_total");
-        assert_eq!(total as usize, budget);
-        assert!(
-            in_use <= total && peak <= total,
-            "{in_use} / {peak} of {total}"
-        );
-        let requests: u64 = sim.stats().tenants.values().map(|s| s.requests).sum();
-        // Full: no free page's worth left (pages are tens of KiB) and tenants queue for it.
-        let full = in_use > total - (64 << 10) as f64 && waits > 0.0;
-        match full_since {
-            Some((t, _)) if full && t.elapsed() >= Duration::from_secs(2) => {
-                break (in_use, waits, requests);
-            }
-            Some(_) if full => {}
-            _ => full_since = full.then(|| (tokio::time::Instant::now(), requests)),
-        }
-    };
+    let (text, requests_then) = b
+        .until_full_for_2s(|text| {
+            samples += 1;
+            let total = metric(text, "body_budget_bytes");
+            let in_use = metric(text, "body_budget_in_use_bytes");
+            let peak = metric(text, "body_budget_peak_bytes");
+            assert_eq!(total as usize, budget);
+            assert!(
+                in_use <= total && peak <= total,
+                "{in_use} / {peak} of {total}"
+            );
+        })
+        .await;
+    let (in_use, waits) = (
+        metric(&text, "body_budget_in_use_bytes"),
+        metric(&text, "body_budget_waits_total"),
+    );
     // The budget has been full for two seconds: requests sent before it filled have been
-    // answered (the simulator waits 400 ms). From now on no tenant reads another page (each
-    // waits for budget before its next request once the budget is short, and a page that
-    // does not fit gives its share back and waits holding nothing).
+    // answered. From now on no tenant reads another page (each waits for budget before its
+    // next request once the budget is short, and a page that does not fit gives its share
+    // back and waits holding nothing).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after: u64 = sim.stats().tenants.values().map(|s| s.requests).sum();
+    let after: u64 = b.sim.stats().tenants.values().map(|s| s.requests).sum();
     assert_eq!(
         requests_then, after,
         "pages were read while the budget stayed full"
     );
-    assert!(hole.count() > 0, "writes reached the output and hang there");
+    assert!(
+        b.hole.count() > 0,
+        "writes reached the output and hang there"
+    );
     assert!(waits >= 1.0, "{waits} waits");
     assert!(in_use as usize <= budget);
     assert!(samples > 5);
-    stop.cancel();
-    run.abort();
-    assert_one_request_per_tenant(&sim);
+    b.finish();
+}
+
+/// Many tenants whose requests went out while the budget had room come back to a full budget
+/// (the output blocks). Each answer waiting for its share holds a connection and what the HTTP
+/// client read of it, memory the budget does not count: the bytes of pages on order are bounded
+/// by twice the budget, so the requests on the wire while the budget is full stay a handful
+/// (before: every tenant's answer waited, 150 of 150).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_waiting_for_a_full_budget_are_bounded_by_the_pages_on_order() {
+    let budget: usize = 512 << 10;
+    let b = Blocked::start(150, 7304, 300, budget).await;
+    let mut on_order_max = 0.0_f64;
+    let (_, _) = b
+        .until_full_for_2s(|text| {
+            let on_order = metric(text, "body_budget_on_order_bytes");
+            let limit = metric(text, "body_budget_on_order_limit_bytes");
+            assert_eq!(limit as usize, 2 * budget);
+            assert!(on_order <= limit, "{on_order} on order, bound {limit}");
+            on_order_max = on_order_max.max(on_order);
+        })
+        .await;
+    // Every tenant has asked for its first page by now; sample the requests on the wire (token
+    // requests are long done) while the budget stays full.
+    let mut wire_max = 0.0_f64;
+    let mut order_waits = 0.0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(text) = b.scrape().await else {
+            continue;
+        };
+        wire_max = wire_max.max(metric(&text, "requests_in_flight"));
+        order_waits = metric(&text, "body_budget_order_waits_total");
+    }
+    eprintln!(
+        "on order at most {on_order_max}, on the wire at most {wire_max}, {order_waits} order waits"
+    );
+    // Each order counts at least 16 KiB: 2 x 512 KiB bound at most 64 at once.
+    assert!(
+        wire_max <= 64.0,
+        "{wire_max} requests on the wire while the budget is full"
+    );
+    assert!(order_waits >= 1.0, "the bound was never reached");
+    assert!(on_order_max > 0.0);
+    b.finish();
 }
 
 /// A start with many tenants and no Citrix latency: every first page comes back at once, before

@@ -471,6 +471,9 @@ impl MonitorClient {
         // its second or five, it would be memory nobody uses, and a thousand tenants waiting
         // on Citrix would keep the budget full of nothing. The answer reserves what it needs.
         budget.wait_for_room(estimate).await;
+        // And not while the pages already on order could fill the budget twice over: their
+        // answers would wait for it holding connections and buffers the budget does not count.
+        let mut order = Some(budget.order(estimate).await);
         let mut reserved: Option<Reservation> = None;
         let mut refetches = 0;
         loop {
@@ -490,6 +493,8 @@ impl MonitorClient {
                 }
             };
             drop(slot);
+            // The answer holds its reservation now, or gave up: no longer on order.
+            drop(order.take());
             match outcome {
                 Fetched::Body(body) => {
                     let mut bytes = reserved
