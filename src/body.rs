@@ -20,32 +20,8 @@ pub enum BodyError {
 
 /// Reads the whole body of `resp`, or fails as soon as more than `limit` decoded bytes arrived.
 /// A `Content-Length` above the limit fails before anything is read.
-pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    // Content-Length is of the encoded body; only a plain body's length is a promise about the
-    // decoded size (reqwest drops the header when it decompresses).
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge { limit });
-    }
-    let mut out: Vec<u8> = Vec::with_capacity(
-        resp.content_length()
-            .map_or(0, |n| n as usize)
-            .min(limit)
-            .min(1 << 20),
-    );
-    loop {
-        let chunk = resp
-            .chunk()
-            .await
-            .map_err(|e| BodyError::Read(error_chain(&e)))?;
-        let Some(chunk) = chunk else { break };
-        if out.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
-        out.extend_from_slice(&chunk);
-        // A decoder fed from a buffer never returns Pending; this lets timeouts run.
-        tokio::task::consume_budget().await;
-    }
-    Ok(out)
+pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    read_bounded(resp, limit, None).await
 }
 
 /// Like [`read_limited`], with every byte read covered by `reservation` (the byte budget of
@@ -54,17 +30,29 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
 /// [`BodyError::OverBudget`] and the partial body is dropped. It never waits for the budget
 /// while holding part of it (see budget.rs).
 pub async fn read_reserved(
-    mut resp: reqwest::Response,
+    resp: reqwest::Response,
     limit: usize,
     reservation: &mut crate::budget::Reservation,
 ) -> Result<Vec<u8>, BodyError> {
+    read_bounded(resp, limit, Some(reservation)).await
+}
+
+/// The one reader behind both: `limit` always, `reservation` when the body is budgeted.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+    mut reservation: Option<&mut crate::budget::Reservation>,
+) -> Result<Vec<u8>, BodyError> {
+    // Content-Length is of the encoded body; only a plain body's length is a promise about the
+    // decoded size (reqwest drops the header when it decompresses).
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
+    let reserved = reservation.as_ref().map_or(usize::MAX, |r| r.bytes());
     let mut out: Vec<u8> = Vec::with_capacity(
         resp.content_length()
             .map_or(0, |n| n as usize)
-            .min(reservation.bytes())
+            .min(reserved)
             .min(limit)
             .min(1 << 20),
     );
@@ -78,13 +66,14 @@ pub async fn read_reserved(
         if needed > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        if needed > reservation.bytes() {
-            let generous = needed.max(reservation.bytes().saturating_mul(2)).min(limit);
-            if !reservation.try_grow(generous) && !reservation.grow(needed).await {
+        if let Some(r) = reservation.as_deref_mut().filter(|r| needed > r.bytes()) {
+            let generous = needed.max(r.bytes().saturating_mul(2)).min(limit);
+            if !r.try_grow(generous) && !r.grow(needed).await {
                 return Err(BodyError::OverBudget { needed: generous });
             }
         }
         out.extend_from_slice(&chunk);
+        // A decoder fed from a buffer never returns Pending; this lets timeouts run.
         tokio::task::consume_budget().await;
     }
     Ok(out)
