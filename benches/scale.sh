@@ -38,7 +38,8 @@
 # DATA_SETS under its own identity and latency; default: N up to 200 tenants, else 20 — a
 # medium tenant's own rows cost the simulator 7-14 MB, so 1,000 tenants with their own
 # data fill this machine's memory), RETAIN (the simulator drops raw samples and summary rows
-# older than this; default 2h, which keeps a long run the same size).
+# older than this; default 2h, which keeps a long run the same size), BODY_BUDGET (the
+# harvester's harvester.body_budget, e.g. 32MiB; default: the harvester's default).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
 set -euo pipefail

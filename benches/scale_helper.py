@@ -21,6 +21,7 @@ import collections
 import gzip
 import http.server
 import json
+import os
 import re
 import statistics
 import sys
@@ -57,9 +58,10 @@ def config(sim_out, sim_url, fallback_url, output, out_url, state_dir, listen, o
         f"state_dir = {toml_str(state_dir)}",
         "allow_inline_secrets = true",
         f"listen = {toml_str(listen)}",
-        "",
-        "[harvester.schedule]",
     ]
+    if os.environ.get("BODY_BUDGET"):
+        lines.append(f"body_budget = {toml_str(os.environ['BODY_BUDGET'])}")
+    lines += ["", "[harvester.schedule]"]
     lines += [f"{k} = {wall(v, scale)}" for k, v in DEFAULT_SCHEDULE.items()]
     lines += ["", "[output]"]
     if output == "influxdb1":

@@ -20,25 +20,35 @@
 //! its reservation. Without that bound, a thousand tenants whose requests went out while the
 //! budget had room would all come back to a full budget, and each answer waiting for its share
 //! holds its connection and what the HTTP client has read of it: memory the budget does not
-//! count (1.2 GB with 5,000 tenants). Orders are bounded by [`ORDER_FACTOR`] times the budget,
-//! at least [`ORDER_FLOOR`] each; waiting for an order holds nothing, so it cannot deadlock.
+//! count (1.2 GB with 5,000 tenants). The bound follows the budget's turnover, like a
+//! congestion window: it starts at [`ORDER_START`] budgets and grows by an eighth when a request
+//! waits for an order while the budget has room (Citrix's latency, not processing, is what
+//! limits); it shrinks by an eighth when an answer has to wait for its share (more is on order
+//! than the budget takes); between one and [`ORDER_MAX`] budgets, at most once per
+//! [`ORDER_ADJUST_EVERY`]. Waiting for an order holds nothing, so it cannot deadlock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// How long the one grower may wait for more before it gives everything back.
 pub const GROW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Bytes of pages that may be on order (asked for, answer not yet holding its reservation): this
-/// many times the budget. Twice: one budget's worth waits on Citrix while another is processed,
-/// so that a second of Citrix latency does not leave the budget idle.
-pub const ORDER_FACTOR: usize = 2;
+/// The bound of bytes on order (asked for, answer not yet holding its reservation) starts at
+/// this many budgets: one budget's worth waits on Citrix while another is processed.
+pub const ORDER_START: usize = 2;
+
+/// ... and adapts between one budget and this many (a second of Citrix latency against pages
+/// processed in milliseconds needs many on order to keep the budget busy).
+pub const ORDER_MAX: usize = 16;
 
 /// What an order counts at least, whatever its page: a request and the connection that waits for
 /// its answer cost a few KiB even when the page is small.
 pub const ORDER_FLOOR: usize = 16 << 10;
+
+/// At most one adjustment of the bound of bytes on order per this long.
+pub const ORDER_ADJUST_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Counters of a budget, for `/metrics`.
 #[derive(Debug, Default)]
@@ -58,9 +68,19 @@ pub struct BudgetStats {
 pub struct Budget {
     total: usize,
     sem: Arc<Semaphore>,
-    /// Bytes of pages on order (see [`Budget::order`]); `ORDER_FACTOR` times `total`.
+    /// Bytes of pages on order (see [`Budget::order`]).
     orders: Arc<Semaphore>,
-    order_total: usize,
+    /// The bound now, between `total` and `order_max`; changed only under `order_adjusted`.
+    order_limit: AtomicUsize,
+    order_max: usize,
+    /// Bytes on order now.
+    on_order: AtomicUsize,
+    /// Bytes the bound was lowered by that were on order at the time: orders given back pay
+    /// them off instead of returning their permits.
+    order_debt: AtomicUsize,
+    /// When the bound last changed, and how soon it may change again.
+    order_adjusted: std::sync::Mutex<Option<std::time::Instant>>,
+    order_every: std::time::Duration,
     /// Held by the one reservation that may wait for more while holding some.
     grower: tokio::sync::Mutex<()>,
     pub stats: BudgetStats,
@@ -76,7 +96,7 @@ pub struct BudgetSnapshot {
     pub refetches: u64,
     /// Bytes of pages on order now, their bound, and the requests that waited for one.
     pub on_order: u64,
-    pub order_total: u64,
+    pub order_limit: u64,
     pub order_waits: u64,
 }
 
@@ -85,12 +105,17 @@ impl Budget {
     /// semaphore acquisition).
     pub fn new(total: usize) -> Arc<Budget> {
         let total = total.clamp(1, u32::MAX as usize);
-        let order_total = total.saturating_mul(ORDER_FACTOR).min(u32::MAX as usize);
+        let order_limit = total.saturating_mul(ORDER_START);
         Arc::new(Budget {
             total,
             sem: Arc::new(Semaphore::new(total)),
-            orders: Arc::new(Semaphore::new(order_total)),
-            order_total,
+            orders: Arc::new(Semaphore::new(order_limit)),
+            order_limit: AtomicUsize::new(order_limit),
+            order_max: total.saturating_mul(ORDER_MAX),
+            on_order: AtomicUsize::new(0),
+            order_debt: AtomicUsize::new(0),
+            order_adjusted: std::sync::Mutex::new(None),
+            order_every: ORDER_ADJUST_EVERY,
             grower: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
         })
@@ -119,34 +144,95 @@ impl Budget {
             waits: self.stats.waits.load(Ordering::Relaxed),
             refetches: self.stats.refetches.load(Ordering::Relaxed),
             on_order: self.on_order() as u64,
-            order_total: self.order_total as u64,
+            order_limit: self.order_limit() as u64,
             order_waits: self.stats.order_waits.load(Ordering::Relaxed),
         }
     }
 
     /// Bytes of pages on order now.
     pub fn on_order(&self) -> usize {
-        self.order_total - self.orders.available_permits().min(self.order_total)
+        self.on_order.load(Ordering::Relaxed)
     }
 
-    /// An order for a page expected to need `bytes` (at least [`ORDER_FLOOR`], at most the
-    /// bound), waiting in FIFO order while pages on order are at their bound. Taken before the
-    /// request is sent, dropped once its answer holds a reservation (or failed). The caller
-    /// may hold reservations of earlier pages: those wait for the output, never for an order.
+    /// The bound of bytes on order now.
+    pub fn order_limit(&self) -> usize {
+        self.order_limit.load(Ordering::Relaxed)
+    }
+
+    /// An order for a page expected to need `bytes` (at least [`ORDER_FLOOR`], at most one
+    /// budget, so that it fits the lowest bound), waiting in FIFO order while pages on order are
+    /// at their bound. Taken before the request is sent, dropped once its answer holds a
+    /// reservation (or failed). The caller may hold reservations of earlier pages: those wait
+    /// for the output, never for an order.
     pub async fn order(self: &Arc<Self>, bytes: usize) -> Order {
-        let n = bytes.max(ORDER_FLOOR).min(self.order_total) as u32;
-        let permit = match self.orders.clone().try_acquire_many_owned(n) {
+        let n = bytes.max(ORDER_FLOOR).min(self.total);
+        let permit = match self.orders.clone().try_acquire_many_owned(n as u32) {
             Ok(p) => p,
             Err(_) => {
                 self.stats.order_waits.fetch_add(1, Ordering::Relaxed);
+                if !self.congested(n) {
+                    // The budget could take this page now: orders, not processing, limit.
+                    self.adjust_orders(true);
+                }
                 self.orders
                     .clone()
-                    .acquire_many_owned(n)
+                    .acquire_many_owned(n as u32)
                     .await
                     .expect("the budget's order semaphore is never closed")
             }
         };
-        Order { _permit: permit }
+        self.on_order.fetch_add(n, Ordering::Relaxed);
+        Order {
+            permit: Some(permit),
+            budget: self.clone(),
+        }
+    }
+
+    /// An answer found the budget full and waits for its share: more is on order than the
+    /// budget takes; the bound comes down.
+    pub fn answer_waits(&self) {
+        self.adjust_orders(false);
+    }
+
+    /// Raises or lowers the bound of bytes on order by an eighth (within its limits), unless
+    /// it changed less than [`ORDER_ADJUST_EVERY`] ago.
+    fn adjust_orders(&self, up: bool) {
+        let mut last = self
+            .order_adjusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now < t + self.order_every) {
+            return;
+        }
+        let limit = self.order_limit();
+        let step = (limit / 8).max(ORDER_FLOOR);
+        if up {
+            let add = step.min(self.order_max.saturating_sub(limit));
+            if add == 0 {
+                return;
+            }
+            // Debt first: permits not yet taken back need not be handed out again.
+            let owed = self.order_debt.load(Ordering::Relaxed).min(add);
+            let paid = self
+                .order_debt
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d.saturating_sub(owed))
+                })
+                .map_or(0, |d| d.min(owed));
+            self.orders.add_permits(add - paid);
+            self.order_limit.store(limit + add, Ordering::Relaxed);
+        } else {
+            let cut = step.min(limit.saturating_sub(self.total));
+            if cut == 0 {
+                return;
+            }
+            let forgotten = self.orders.forget_permits(cut);
+            self.order_debt
+                .fetch_add(cut - forgotten, Ordering::Relaxed);
+            self.order_limit.store(limit - cut, Ordering::Relaxed);
+        }
+        *last = Some(now);
     }
 
     /// `bytes` (capped at the whole budget, at least 1) now, or `None` without waiting.
@@ -197,10 +283,34 @@ impl Budget {
     }
 }
 
-/// Bytes of a page on order (see [`Budget::order`]); given back when dropped.
+/// Bytes of a page on order (see [`Budget::order`]); given back when dropped, less what the
+/// bound was lowered by in the meantime.
 #[derive(Debug)]
 pub struct Order {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Order {
+    fn drop(&mut self) {
+        let Some(mut permit) = self.permit.take() else {
+            return;
+        };
+        let n = permit.num_permits();
+        self.budget.on_order.fetch_sub(n, Ordering::Relaxed);
+        let paid = self
+            .budget
+            .order_debt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(n))
+            })
+            .map_or(0, |d| d.min(n));
+        if paid == n {
+            permit.forget();
+        } else if let Some(part) = permit.split(paid) {
+            part.forget();
+        }
+    }
 }
 
 /// Bytes of the budget held for one page; given back when dropped.
@@ -352,35 +462,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn orders_are_bounded_by_twice_the_budget_and_count_a_floor_each() {
+    async fn orders_are_bounded_and_count_a_floor_each() {
         let b = Budget::new(100 << 10);
-        assert_eq!(b.snapshot().order_total, 200 << 10);
-        let big = b.order(150 << 10).await;
+        assert_eq!(b.order_limit(), 200 << 10, "starts at two budgets");
+        let big = b.order(usize::MAX).await;
+        assert_eq!(b.on_order(), 100 << 10, "one order is one budget at most");
         let small = b.order(1).await;
         assert_eq!(
             b.on_order(),
-            (150 << 10) + ORDER_FLOOR,
+            (100 << 10) + ORDER_FLOOR,
             "a small page counts the floor"
         );
+        let held = b.try_reserve(100 << 10).unwrap();
         let waiter = {
             let b = b.clone();
-            tokio::spawn(async move { b.order(64 << 10).await })
+            tokio::spawn(async move { b.order(90 << 10).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "64 KiB more would pass the bound");
+        assert!(!waiter.is_finished(), "90 KiB more would pass the bound");
         assert_eq!(b.snapshot().order_waits, 1);
-        assert_eq!(b.in_use(), 0, "orders are not reservations");
+        assert_eq!(
+            b.order_limit(),
+            200 << 10,
+            "a full budget does not raise the bound"
+        );
         drop(big);
         let third = waiter.await.unwrap();
-        drop((small, third));
+        drop((small, third, held));
         assert_eq!(b.on_order(), 0);
-        let huge = b.order(usize::MAX).await;
+        assert_eq!(b.in_use(), 0, "orders are not reservations");
+    }
+
+    #[tokio::test]
+    async fn the_bound_on_order_grows_while_the_budget_has_room_and_shrinks_when_answers_wait() {
+        let mut b = Budget::new(80 << 10);
+        Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
+        let mut held = vec![b.order(80 << 10).await, b.order(80 << 10).await];
+        // Orders are out, the budget is empty: Citrix's latency limits, the bound grows.
+        for _ in 0..40 {
+            if let Ok(o) = tokio::time::timeout(Duration::from_millis(1), b.order(80 << 10)).await {
+                held.push(o);
+            }
+        }
         assert_eq!(
-            b.on_order(),
-            200 << 10,
-            "capped at the bound: never waits forever"
+            b.order_limit(),
+            ORDER_MAX * (80 << 10),
+            "grows to its ceiling"
         );
-        drop(huge);
+        assert_eq!(held.len(), ORDER_MAX, "and hands the new room out");
+        // Answers wait for a full budget: the bound comes down to one budget, paid by the
+        // orders given back (all of it is on order when it is lowered).
+        for _ in 0..40 {
+            b.answer_waits();
+        }
+        assert_eq!(b.order_limit(), 80 << 10, "down to one budget, no lower");
+        drop(held);
+        assert_eq!(b.on_order(), 0);
+        let one = b.order(80 << 10).await;
+        assert!(
+            b.orders.try_acquire_many(ORDER_FLOOR as u32).is_err(),
+            "the orders given back paid the debt: one budget on order is the bound"
+        );
+        drop(one);
+        assert_eq!(b.orders.available_permits(), 80 << 10);
+    }
+
+    #[tokio::test]
+    async fn the_bound_on_order_changes_at_most_once_per_interval() {
+        let b = Budget::new(80 << 10);
+        for _ in 0..10 {
+            b.answer_waits();
+        }
+        assert_eq!(
+            b.order_limit(),
+            (160 << 10) - (20 << 10),
+            "one step of an eighth"
+        );
     }
 
     #[tokio::test]

@@ -645,8 +645,8 @@ fn render_limits(out: &mut String, l: &Limits) {
         (
             "body_budget_on_order_limit_bytes",
             "gauge",
-            "The bound of body_budget_on_order_bytes: twice harvester.body_budget.",
-            b.order_total as f64,
+            "The bound of body_budget_on_order_bytes now: it follows the budget's turnover, between one and 16 times harvester.body_budget.",
+            b.order_limit as f64,
         ),
         (
             "body_budget_order_waits_total",

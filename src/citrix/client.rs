@@ -471,8 +471,8 @@ impl MonitorClient {
         // its second or five, it would be memory nobody uses, and a thousand tenants waiting
         // on Citrix would keep the budget full of nothing. The answer reserves what it needs.
         budget.wait_for_room(estimate).await;
-        // And not while the pages already on order could fill the budget twice over: their
-        // answers would wait for it holding connections and buffers the budget does not count.
+        // And not while the pages already on order are at their bound: their answers would wait
+        // for the budget holding connections and buffers it does not count.
         let mut order = Some(budget.order(estimate).await);
         let mut reserved: Option<Reservation> = None;
         let mut refetches = 0;
@@ -608,10 +608,11 @@ impl MonitorClient {
                     // after that the page is abandoned and asked for again once its share is
                     // free. (When the output is the bottleneck, a thousand answers arriving
                     // at once wait here for tens of seconds.)
-                    None => match tokio::time::timeout(
-                        self.request_timeout / 2,
-                        self.limits.budget.reserve(need),
-                    )
+                    None => match tokio::time::timeout(self.request_timeout / 2, {
+                        // More is on order than the budget takes: fewer orders from now on.
+                        self.limits.budget.answer_waits();
+                        self.limits.budget.reserve(need)
+                    })
                     .await
                     {
                         Ok(r) => reserved.insert(r),
