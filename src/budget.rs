@@ -23,7 +23,7 @@
 //! count (1.2 GB with 5,000 tenants). The bound follows the budget's turnover, like a
 //! congestion window: it starts at [`ORDER_START`] budgets and grows by an eighth when a request
 //! waits for an order while the budget has room (Citrix's latency, not processing, is what
-//! limits); it shrinks by an eighth when an answer has to wait for its share (more is on order
+//! limits) and a whole bound's worth of orders came back since the last change; it shrinks by an eighth when an answer has to wait for its share (more is on order
 //! than the budget takes); between one and [`ORDER_MAX`] budgets, at most once per
 //! [`ORDER_ADJUST_EVERY`]. Waiting for an order holds nothing, so it cannot deadlock.
 
@@ -78,6 +78,10 @@ pub struct Budget {
     /// Bytes the bound was lowered by that were on order at the time: orders given back pay
     /// them off instead of returning their permits.
     order_debt: AtomicUsize,
+    /// Bytes of orders given back since the bound last changed: it grows only after a whole
+    /// bound's worth turned over (once per round trip, like a congestion window; at start-up
+    /// the budget has room only because the first answers are still on their way).
+    order_turned: AtomicUsize,
     /// When the bound last changed, and how soon it may change again.
     order_adjusted: std::sync::Mutex<Option<std::time::Instant>>,
     order_every: std::time::Duration,
@@ -114,6 +118,7 @@ impl Budget {
             order_max: total.saturating_mul(ORDER_MAX),
             on_order: AtomicUsize::new(0),
             order_debt: AtomicUsize::new(0),
+            order_turned: AtomicUsize::new(0),
             order_adjusted: std::sync::Mutex::new(None),
             order_every: ORDER_ADJUST_EVERY,
             grower: tokio::sync::Mutex::new(()),
@@ -209,7 +214,7 @@ impl Budget {
         let step = (limit / 8).max(ORDER_FLOOR);
         if up {
             let add = step.min(self.order_max.saturating_sub(limit));
-            if add == 0 {
+            if add == 0 || self.order_turned.load(Ordering::Relaxed) < limit {
                 return;
             }
             // Debt first: permits not yet taken back need not be handed out again.
@@ -232,6 +237,7 @@ impl Budget {
                 .fetch_add(cut - forgotten, Ordering::Relaxed);
             self.order_limit.store(limit - cut, Ordering::Relaxed);
         }
+        self.order_turned.store(0, Ordering::Relaxed);
         *last = Some(now);
     }
 
@@ -298,6 +304,7 @@ impl Drop for Order {
         };
         let n = permit.num_permits();
         self.budget.on_order.fetch_sub(n, Ordering::Relaxed);
+        self.budget.order_turned.fetch_add(n, Ordering::Relaxed);
         let paid = self
             .budget
             .order_debt
@@ -497,18 +504,33 @@ mod tests {
     async fn the_bound_on_order_grows_while_the_budget_has_room_and_shrinks_when_answers_wait() {
         let mut b = Budget::new(80 << 10);
         Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
-        let mut held = vec![b.order(80 << 10).await, b.order(80 << 10).await];
-        // Orders are out, the budget is empty: Citrix's latency limits, the bound grows.
-        for _ in 0..40 {
-            if let Ok(o) = tokio::time::timeout(Duration::from_millis(1), b.order(80 << 10)).await {
+        let take_all = || async {
+            let mut held = Vec::new();
+            while let Ok(o) =
+                tokio::time::timeout(Duration::from_millis(1), b.order(80 << 10)).await
+            {
                 held.push(o);
             }
+            held
+        };
+        // Orders are out and the budget is empty, but nothing has come back yet (a start-up):
+        // no reason to order more.
+        let held = take_all().await;
+        assert_eq!(held.len(), 2);
+        let _ = tokio::time::timeout(Duration::from_millis(1), b.order(1)).await;
+        assert_eq!(b.order_limit(), 160 << 10, "no growth before a round trip");
+        drop(held);
+        // Each round trip the whole bound turns over and a request still waits for an order
+        // while the budget has room: Citrix's latency limits, the bound grows an eighth.
+        for _ in 0..40 {
+            drop(take_all().await);
         }
         assert_eq!(
             b.order_limit(),
             ORDER_MAX * (80 << 10),
             "grows to its ceiling"
         );
+        let held = take_all().await;
         assert_eq!(held.len(), ORDER_MAX, "and hands the new room out");
         // Answers wait for a full budget: the bound comes down to one budget, paid by the
         // orders given back (all of it is on order when it is lowered).
