@@ -21,10 +21,11 @@
 //! budget had room would all come back to a full budget, and each answer waiting for its share
 //! holds its connection and what the HTTP client has read of it: memory the budget does not
 //! count (1.2 GB with 5,000 tenants). The bound follows the budget's turnover, like a
-//! congestion window: it starts at [`ORDER_START`] budgets and grows by an eighth when a request
+//! congestion window: it starts at [`ORDER_START`] budgets; it grows by an eighth when a request
 //! waits for an order while the budget has room (Citrix's latency, not processing, is what
-//! limits) and a whole bound's worth of orders came back since the last change; it shrinks by an eighth when an answer has to wait for its share (more is on order
-//! than the budget takes); between one and [`ORDER_MAX`] budgets, at most once per
+//! limits) and a whole bound's worth of orders came back since the last change; it shrinks by
+//! an eighth when an answer had to wait [`ANSWER_WAIT_SLOW`] or more for its share (more is on
+//! order than the budget takes); between one and [`ORDER_MAX`] budgets, at most once per
 //! [`ORDER_ADJUST_EVERY`]. Waiting for an order holds nothing, so it cannot deadlock.
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub const ORDER_MAX: usize = 16;
 /// What an order counts at least, whatever its page: a request and the connection that waits for
 /// its answer cost a few KiB even when the page is small.
 pub const ORDER_FLOOR: usize = 16 << 10;
+
+/// An answer that waited this long for its share lowers the bound of bytes on order.
+pub const ANSWER_WAIT_SLOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// At most one adjustment of the bound of bytes on order per this long.
 pub const ORDER_ADJUST_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -193,10 +197,25 @@ impl Budget {
         }
     }
 
-    /// An answer found the budget full and waits for its share: more is on order than the
-    /// budget takes; the bound comes down.
-    pub fn answer_waits(&self) {
-        self.adjust_orders(false);
+    /// The share of an answer that found the budget full, waiting for it up to `max_wait`
+    /// (`None` after that). An answer that waited [`ANSWER_WAIT_SLOW`] or more says that more
+    /// is on order than the budget takes: the bound on order comes down. (Shorter waits are the
+    /// bursts of a schedule's round minute, which the budget absorbs.)
+    pub async fn reserve_answer(
+        self: &Arc<Self>,
+        bytes: usize,
+        max_wait: std::time::Duration,
+    ) -> Option<Reservation> {
+        let started = std::time::Instant::now();
+        let got = tokio::time::timeout(max_wait, self.reserve(bytes)).await;
+        self.answer_waited(started.elapsed());
+        got.ok()
+    }
+
+    fn answer_waited(&self, waited: std::time::Duration) {
+        if waited >= ANSWER_WAIT_SLOW {
+            self.adjust_orders(false);
+        }
     }
 
     /// Raises or lowers the bound of bytes on order by an eighth (within its limits), unless
@@ -535,7 +554,7 @@ mod tests {
         // Answers wait for a full budget: the bound comes down to one budget, paid by the
         // orders given back (all of it is on order when it is lowered).
         for _ in 0..40 {
-            b.answer_waits();
+            b.answer_waited(ANSWER_WAIT_SLOW);
         }
         assert_eq!(b.order_limit(), 80 << 10, "down to one budget, no lower");
         drop(held);
@@ -551,9 +570,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_bound_on_order_changes_at_most_once_per_interval() {
-        let b = Budget::new(80 << 10);
+        let mut b = Budget::new(80 << 10);
+        Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
+        b.answer_waited(Duration::from_millis(900));
+        assert_eq!(
+            b.order_limit(),
+            160 << 10,
+            "a short wait is a burst, not a glut"
+        );
+        Arc::get_mut(&mut b).unwrap().order_every = ORDER_ADJUST_EVERY;
         for _ in 0..10 {
-            b.answer_waits();
+            b.answer_waited(ANSWER_WAIT_SLOW);
         }
         assert_eq!(
             b.order_limit(),

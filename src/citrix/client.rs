@@ -608,15 +608,14 @@ impl MonitorClient {
                     // after that the page is abandoned and asked for again once its share is
                     // free. (When the output is the bottleneck, a thousand answers arriving
                     // at once wait here for tens of seconds.)
-                    None => match tokio::time::timeout(self.request_timeout / 2, {
-                        // More is on order than the budget takes: fewer orders from now on.
-                        self.limits.budget.answer_waits();
-                        self.limits.budget.reserve(need)
-                    })
-                    .await
+                    None => match self
+                        .limits
+                        .budget
+                        .reserve_answer(need, self.request_timeout / 2)
+                        .await
                     {
-                        Ok(r) => reserved.insert(r),
-                        Err(_) => return Ok(Fetched::NeedBudget(need)),
+                        Some(r) => reserved.insert(r),
+                        None => return Ok(Fetched::NeedBudget(need)),
                     },
                 },
             };
