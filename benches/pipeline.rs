@@ -3,7 +3,9 @@
 //! bookkeeping) and encode them as line protocol (`lineproto::encode`) — and, on the same
 //! bytes, serde_json alone (to `Value` and to `IgnoredAny`, the floor any Rust harvester pays).
 //! The pages are the simulator's, rendered exactly as its HTTP server serves them for the
-//! collectors' own queries (Connections with its `$expand`, Machines), so the numbers are those
+//! collectors' own queries (Connections with its `$expand`, Machines, and the per-machine
+//! samples and summaries that make up most rows of a steady harvest: ResourceUtilization and
+//! ResourceUtilizationSummary at hourly granularity), so the numbers are those
 //! of the real path minus HTTP and gzip (the end-to-end benchmark, benches/e2e.sh, has those).
 //! Run: `cargo bench --bench pipeline`; docs/performance.md has the figures.
 
@@ -14,9 +16,11 @@ use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
 use serde::de::IgnoredAny;
 
-use citrix_harvester::citrix::model::{Connection, Machine, Page};
+use citrix_harvester::citrix::model::{Connection, Page};
 use citrix_harvester::collect::connections::Connections;
 use citrix_harvester::collect::machines::Machines;
+use citrix_harvester::collect::resource_utilization::ResourceUtilization;
+use citrix_harvester::collect::resource_utilization_summary::ResourceUtilizationSummaries;
 use citrix_harvester::collect::{Collector, Ctx, WalkMarks, decode_page, map_page};
 use citrix_harvester::lineproto::encode;
 use citrix_harvester::sim::{SimOptions, Simulator};
@@ -36,7 +40,12 @@ struct Corpus {
 struct Corpora {
     connections: Corpus,
     machines: Corpus,
+    samples: Corpus,
+    summaries: Corpus,
 }
+
+/// The hourly resource summaries, as the collector reads them.
+const HOURLY: ResourceUtilizationSummaries = ResourceUtilizationSummaries { granularity: 60 };
 
 /// Page size of the cloud service (citrix-monitor-api.md: up to 1000 in Citrix Cloud).
 const PAGE_SIZE: usize = 1000;
@@ -59,7 +68,23 @@ static CORPORA: LazyLock<Corpora> = LazyLock::new(|| {
     let since = now - history - chrono::Duration::hours(1);
     let mut connections = Corpus::default();
     let mut machines = Corpus::default();
+    let mut samples = Corpus::default();
+    let mut summaries = Corpus::default();
     for t in sim.tenants() {
+        walk(
+            &sim,
+            &t.customer_id,
+            ResourceUtilization
+                .query(Some(now - chrono::Duration::hours(2)))
+                .url(BASE),
+            &mut samples,
+        );
+        walk(
+            &sim,
+            &t.customer_id,
+            HOURLY.query(Some(since)).url(BASE),
+            &mut summaries,
+        );
         walk(
             &sim,
             &t.customer_id,
@@ -82,9 +107,18 @@ static CORPORA: LazyLock<Corpora> = LazyLock::new(|| {
         machines.records,
         machines.bytes
     );
+    eprintln!(
+        "corpus: ResourceUtilization {} pages, {} records; ResourceUtilizationSummary (60) {} pages, {} records",
+        samples.pages.len(),
+        samples.records,
+        summaries.pages.len(),
+        summaries.records,
+    );
     Corpora {
         connections,
         machines,
+        samples,
+        summaries,
     }
 });
 
@@ -205,7 +239,12 @@ mod machines {
         counters(b, c).bench(|| {
             c.pages
                 .iter()
-                .map(|p| decode_page::<Machine>(p).expect("page").value.len())
+                .map(|p| {
+                    decode_page::<<Machines as Collector>::Record<'_>>(p)
+                        .expect("page")
+                        .value
+                        .len()
+                })
                 .sum::<usize>()
         });
     }
@@ -228,5 +267,27 @@ mod machines {
                 divan::black_box(serde_json::from_slice::<IgnoredAny>(p).expect("json"));
             }
         });
+    }
+}
+
+/// The per-machine samples (incremental, keyed by machine and date).
+mod resource_utilization {
+    use super::*;
+
+    #[divan::bench]
+    fn full_pipeline(b: Bencher) {
+        let c = &CORPORA.samples;
+        counters(b, c).bench(|| full(&ResourceUtilization, c, true));
+    }
+}
+
+/// A summary kind (incremental, keyed by Id, with the granularity tag).
+mod resource_utilization_summary {
+    use super::*;
+
+    #[divan::bench]
+    fn full_pipeline(b: Bencher) {
+        let c = &CORPORA.summaries;
+        counters(b, c).bench(|| full(&HOURLY, c, true));
     }
 }

@@ -16,7 +16,8 @@
 #     harvester's own peak (citrix_harvester_requests_in_flight_peak, where it exists);
 #   - peak RSS (sampled from /proc every second, whole run) and idle RSS (after the window,
 #     once the simulator has seen no request for 12 s; "n/a" if that never happened);
-#   - the harvester's CPU seconds per simulated second, over the window;
+#   - the harvester's CPU seconds per simulated second, over the window, and its CPU
+#     microseconds per row the simulator served within the window (us_per_row);
 #   - write requests and write timeouts (the harvester's /metrics at the end of the window
 #     where it exports them; else the output server's own count of write requests and the
 #     timed-out write attempts in the harvester's log, whole run);
@@ -39,7 +40,9 @@
 # medium tenant's own rows cost the simulator 7-14 MB, so 1,000 tenants with their own
 # data fill this machine's memory), RETAIN (the simulator drops raw samples and summary rows
 # older than this; default 2h, which keeps a long run the same size), BODY_BUDGET (the
-# harvester's harvester.body_budget, e.g. 32MiB; default: the harvester's default).
+# harvester's harvester.body_budget, e.g. 32MiB; default: the harvester's default), HARVESTER
+# (a binary to run instead of building this checkout's release binary: to compare two builds
+# back to back).
 # Not a test: nothing here runs in CI. Results: a table on stdout and results.tsv in the
 # work directory it names (kept; remove it when done).
 set -euo pipefail
@@ -122,9 +125,14 @@ CONF
   esac
 }
 
-log "building the release binary"
-(cd "$root" && cargo build --release --quiet)
-harvester="$root/target/release/citrix-harvester"
+if [ -n "${HARVESTER:-}" ]; then
+  harvester=$HARVESTER
+  log "using $harvester"
+else
+  log "building the release binary"
+  (cd "$root" && cargo build --release --quiet)
+  harvester="$root/target/release/citrix-harvester"
+fi
 
 results="$work/results.tsv"
 $helper row-header >"$results"
@@ -199,7 +207,7 @@ for n in "$@"; do
   stop "$out_pid"
 done
 
-line=$(tail -n +2 "$results" | awk -F'\t' '{printf "N=%s ratio_p99=%s ratio_max=%s skipped=%s in_flight=%s peak_rss_mb=%s cpu_per_sim_s=%s timeouts=%s served=%s records=%s written=%s stored=%s extra_copies=%s; ", $1, $3, $4, $6, $7, $10, $12, $14, $15, $16, $17, $18, $19}')
+line=$(tail -n +2 "$results" | awk -F'\t' '{printf "N=%s ratio_p99=%s ratio_max=%s skipped=%s in_flight=%s peak_rss_mb=%s cpu_per_sim_s=%s us_per_row=%s timeouts=%s served=%s records=%s written=%s stored=%s extra_copies=%s; ", $1, $3, $4, $6, $7, $10, $12, $20, $14, $15, $16, $17, $18, $19}')
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $load_before, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# data: $machines machines and $sessions_per_day sessions a day per tenant (equal tenants, ${data_sets:-N up to 200, else 20} data sets, retain $retain), history_days=$history_days, page_size=$page_size, latency p50=$p50 p99=$p99, time_scale=$time_scale (simulated s per wall s), window=$window simulated s, output=$output, kinds=${kinds:-all on the default schedule}"
 echo "# rows_served: the simulator's top-level rows without the lookup table ConnectionFailureCategories (read for category names, not records); records: the harvester's finished cycles (log), whole run; points_stored: distinct (series, timestamp) per measurement, extra_copies: further copies of a stored point (VictoriaMetrics keeps a point written twice, e.g. a re-read row; InfluxDB overwrites it)"

@@ -344,10 +344,16 @@ def row(n, sim_out, snap0, snap1, simfinal, stored_json, samples, time_scale, id
     rows = [tuple(map(float, l.split())) for l in open(samples) if l.strip()]
     peak_mb = max(r[1] for r in rows) / 1024 if rows else None
     in_window = [r for r in rows if t0 <= r[0] <= t1]
-    cpu_per_sim_s = None
+    cpu_per_sim_s = us_per_row = None
+    # Rows served within the window (the simulator's counters at both snapshots).
+    window_rows = sum(v - s0["sim"]["tenants"].get(cid, {}).get("rows_served", {}).get(k, 0)
+                      for cid, t in s1["sim"]["tenants"].items()
+                      for k, v in t["rows_served"].items() if k not in LOOKUPS)
     if len(in_window) >= 2:
         (w0, _, c0), (w1, _, c1) = in_window[0], in_window[-1]
         cpu_per_sim_s = (c1 - c0) / max(0.001, (w1 - w0) * scale)
+        if window_rows > 0:
+            us_per_row = (c1 - c0) / window_rows * (t1 - t0) / max(0.001, w1 - w0) * 1e6
     served = sum(v for t in final["tenants"].values() for k, v in t["rows_served"].items()
                  if k not in LOOKUPS)
     data_points = {m: v for m, v in st["points"].items() if m != "citrix_harvester"}
@@ -378,6 +384,7 @@ def row(n, sim_out, snap0, snap1, simfinal, stored_json, samples, time_scale, id
         "rows_served": served, "records": int(records),
         "points_written": int(points), "points_stored": stored_points,
         "extra_copies": dups,
+        "us_per_row": fmt(us_per_row, ".2f"),
     }
     print("\t".join(str(v) for v in out.values()))
 
@@ -387,7 +394,7 @@ def row_header():
                      "skipped_runs", "sim_max_in_flight", "harvester_peak_in_flight",
                      "budget_429", "peak_rss_mb", "idle_rss_mb", "cpu_per_sim_s",
                      "write_requests", "write_timeouts", "rows_served", "records",
-                     "points_written", "points_stored", "extra_copies"]))
+                     "points_written", "points_stored", "extra_copies", "us_per_row"]))
 
 
 def window_seconds():

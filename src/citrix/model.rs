@@ -257,6 +257,35 @@ pub struct Machine {
     pub current_load_index: Option<LoadIndex>,
 }
 
+/// A machine as the Machines snapshot reads it (its `$select` and `$expand`), borrowing its
+/// text from the page body like [`Connection`]: the snapshot is the most frequent record of a
+/// steady harvest (every machine of every tenant each minute by default).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineRow<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub id: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub name: Text<'a>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub dns_name: Text<'a>,
+    pub lifecycle_state: Option<i64>,
+    pub current_registration_state: Option<i64>,
+    pub current_power_state: Option<i64>,
+    pub fault_state: Option<i64>,
+    pub is_in_maintenance_mode: Option<bool>,
+    pub current_session_count: Option<i64>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub agent_version: Text<'a>,
+    #[serde(rename = "OSType", borrow, deserialize_with = "text")]
+    pub os_type: Text<'a>,
+    #[serde(borrow)]
+    pub desktop_group: Option<Named<'a>>,
+    #[serde(borrow)]
+    pub catalog: Option<Named<'a>>,
+    pub current_load_index: Option<LoadIndex>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Session {

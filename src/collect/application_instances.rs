@@ -68,16 +68,20 @@ impl Collector for ApplicationInstances {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &ApplicationInstance) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &ApplicationInstance) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        r: &ApplicationInstance,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        r: &'r ApplicationInstance,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("application instance without Id".into()))?;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::application_instances::{APPLICATION_EXPAND, application_name};
-use super::{Collector, Ctx, MapError, exact_ns, tenant_point};
+use super::{Collector, Ctx, MapError, exact_ns};
 use crate::citrix::model::ApplicationInstance;
 use crate::citrix::odata::Query;
 use crate::lineproto::PointOf;
@@ -53,6 +53,10 @@ impl Collector for ApplicationUsage {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &ApplicationInstance) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, _r: &ApplicationInstance) -> Option<DateTime<Utc>> {
         None
     }
@@ -89,8 +93,11 @@ impl Collector for ApplicationUsage {
             return;
         };
         for ((dg, app), n) in running.0.lock().expect("not poisoned").iter() {
+            // Owned: these points outlive the walk's pages (written after the last one).
             out.push(
-                tenant_point(MEASUREMENT, ts, ctx)
+                PointOf::new(MEASUREMENT, ts)
+                    .tag("customer", ctx.customer.clone())
+                    .tag("customer_id", ctx.customer_id.clone())
                     .tag("delivery_group", dg.clone())
                     .tag("application", app.clone())
                     .field("running_instances", *n),

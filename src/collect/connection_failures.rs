@@ -63,6 +63,10 @@ impl Collector for ConnectionFailures {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &ConnectionFailureLog) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &ConnectionFailureLog) -> Option<DateTime<Utc>> {
         r.modified_date
     }
@@ -79,12 +83,12 @@ impl Collector for ConnectionFailures {
         ))
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        f: &ConnectionFailureLog,
-        cats: &Categories,
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        f: &'r ConnectionFailureLog,
+        cats: &'r Categories,
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             f.id.ok_or_else(|| MapError("failure log without Id".into()))?;

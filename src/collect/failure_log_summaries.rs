@@ -7,7 +7,7 @@ use super::summary::SummaryKind;
 
 use crate::citrix::enums;
 use crate::citrix::model::FailureLogSummary;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_failure_summary";
 
@@ -37,7 +37,7 @@ impl SummaryKind for FailureLogSummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &FailureLogSummary, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r FailureLogSummary, base: PointOf<'r>) -> PointOf<'r> {
         base.tag(
             "delivery_group",
             r.desktop_group

@@ -57,16 +57,20 @@ impl Collector for Hotfixes {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &MachineHotfixLog) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &MachineHotfixLog) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        r: &MachineHotfixLog,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        r: &'r MachineHotfixLog,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("hotfix log without Id".into()))?;

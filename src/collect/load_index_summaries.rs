@@ -6,7 +6,7 @@
 use super::summary::SummaryKind;
 use super::{MACHINE_EXPAND, avg, machine_or_id};
 use crate::citrix::model::LoadIndexSummary;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_load_index_summary";
 
@@ -40,7 +40,7 @@ impl SummaryKind for LoadIndexSummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &LoadIndexSummary, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r LoadIndexSummary, base: PointOf<'r>) -> PointOf<'r> {
         let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         let n = r.sum_count;
         base.tag("delivery_group", dg)

@@ -60,16 +60,20 @@ impl Collector for LoadIndexes {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &LoadIndexRow) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &LoadIndexRow) -> Option<DateTime<Utc>> {
         r.created_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        r: &LoadIndexRow,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        r: &'r LoadIndexRow,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("load index without Id".into()))?;

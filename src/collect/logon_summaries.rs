@@ -6,7 +6,7 @@
 use super::avg;
 use super::summary::SummaryKind;
 use crate::citrix::model::LogOnSummary;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_logon_summary";
 
@@ -29,7 +29,7 @@ impl SummaryKind for LogOnSummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &LogOnSummary, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r LogOnSummary, base: PointOf<'r>) -> PointOf<'r> {
         let f = |v: Option<i64>| v.map(|x| x as f64);
         let mut p = base
             .tag(

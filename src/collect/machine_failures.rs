@@ -54,16 +54,20 @@ impl Collector for MachineFailures {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &MachineFailureLog) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &MachineFailureLog) -> Option<DateTime<Utc>> {
         r.modified_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        f: &MachineFailureLog,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        f: &'r MachineFailureLog,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let id =
             f.id.ok_or_else(|| MapError("machine failure log without Id".into()))?;

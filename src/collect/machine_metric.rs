@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Collector, Ctx, MACHINE_EXPAND, MapError, incremental_query, machine_sample_key,
-    machine_sample_point,
+    machine_sample_key_hash, machine_sample_point,
 };
 use crate::citrix::model::MachineMetric as Row;
 use crate::citrix::odata::Query;
@@ -48,11 +48,21 @@ impl Collector for MachineMetric {
         machine_sample_key(r.machine_id.as_deref(), r.collected_date)
     }
 
+    fn key_hash(&self, r: &Row) -> Option<u64> {
+        machine_sample_key_hash(r.machine_id.as_deref(), r.collected_date)
+    }
+
     fn watermark(&self, r: &Row) -> Option<DateTime<Utc>> {
         r.collected_date
     }
 
-    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<PointOf<'_>>) -> Result<(), MapError> {
+    fn map<'r>(
+        &self,
+        r: &'r Row,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
+    ) -> Result<(), MapError> {
         let base = machine_sample_point(
             MEASUREMENT,
             r.collected_date,

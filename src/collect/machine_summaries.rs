@@ -5,7 +5,7 @@
 use super::summary::SummaryKind;
 
 use crate::citrix::model::MachineSummary;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_machine_summary";
 
@@ -36,7 +36,7 @@ impl SummaryKind for MachineSummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &MachineSummary, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r MachineSummary, base: PointOf<'r>) -> PointOf<'r> {
         base.tag(
             "delivery_group",
             r.desktop_group

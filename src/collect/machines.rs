@@ -3,20 +3,22 @@
 //! maintenance mode). Machine state cannot be re-read later, so this kind has no watermark; its
 //! timestamp is the cycle's start, so one cycle gives one point per machine.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::{Collector, Ctx, MapError};
 use crate::citrix::enums;
-use crate::citrix::model::Machine;
+use crate::citrix::model::{MachineRow, Named};
 use crate::citrix::odata::Query;
-use crate::lineproto::{Point, PointOf};
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_machine";
 
 pub struct Machines;
 
 impl Collector for Machines {
-    type Record<'de> = Machine;
+    type Record<'de> = MachineRow<'de>;
     type State = ();
 
     fn name(&self) -> String {
@@ -55,26 +57,32 @@ impl Collector for Machines {
         q
     }
 
-    fn key(&self, r: &Machine) -> Option<String> {
-        r.id.clone()
+    fn key(&self, r: &MachineRow<'_>) -> Option<String> {
+        r.id.as_deref().map(str::to_owned)
     }
 
-    fn watermark(&self, _r: &Machine) -> Option<DateTime<Utc>> {
+    fn key_hash(&self, r: &MachineRow<'_>) -> Option<u64> {
+        r.id.as_deref().map(super::key_hash)
+    }
+
+    fn watermark(&self, _r: &MachineRow<'_>) -> Option<DateTime<Utc>> {
         None
     }
 
-    fn map(
+    /// The point borrows its text from the record and the context: a snapshot of 500
+    /// machines a minute per tenant must not cost a dozen allocations per machine.
+    fn map<'r>(
         &self,
-        m: &Machine,
-        _state: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        m: &'r MachineRow<'_>,
+        _state: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let name = m
             .name
-            .clone()
-            .or_else(|| m.dns_name.clone())
-            .or_else(|| m.id.clone())
+            .as_deref()
+            .or(m.dns_name.as_deref())
+            .or(m.id.as_deref())
             .ok_or_else(|| MapError("machine without Name, DnsName or Id".into()))?;
         let ts = ctx
             .cycle_time
@@ -83,41 +91,25 @@ impl Collector for Machines {
         let reg = m.current_registration_state;
         let power = m.current_power_state;
         let fault = m.fault_state;
-        let p = Point::with_capacity(MEASUREMENT, ts, 8, 11)
-            .tag("customer", ctx.customer.clone())
-            .tag("customer_id", ctx.customer_id.clone())
+        let state_name = |v: Option<i64>, f: fn(i64) -> Cow<'static, str>| -> Cow<'r, str> {
+            v.map(f).unwrap_or_default()
+        };
+        let named = |n: &'r Option<Named<'_>>| n.as_ref().and_then(|g| g.name.as_deref());
+        let p = PointOf::with_capacity(MEASUREMENT, ts, 8, 11)
+            .tag("customer", ctx.customer.as_str())
+            .tag("customer_id", ctx.customer_id.as_str())
             .tag(
                 "delivery_group",
-                m.desktop_group
-                    .as_ref()
-                    .and_then(|g| g.name.clone())
-                    .unwrap_or_default(),
+                named(&m.desktop_group).unwrap_or_default(),
             )
-            .tag(
-                "catalog",
-                m.catalog
-                    .as_ref()
-                    .and_then(|c| c.name.clone())
-                    .unwrap_or_default(),
-            )
+            .tag("catalog", named(&m.catalog).unwrap_or_default())
             .tag("machine", name)
             .tag(
                 "registration_state",
-                reg.map(|v| enums::registration_state(v).into_owned())
-                    .unwrap_or_default(),
+                state_name(reg, enums::registration_state),
             )
-            .tag(
-                "power_state",
-                power
-                    .map(|v| enums::power_state(v).into_owned())
-                    .unwrap_or_default(),
-            )
-            .tag(
-                "fault_state",
-                fault
-                    .map(|v| enums::fault_state(v).into_owned())
-                    .unwrap_or_default(),
-            )
+            .tag("power_state", state_name(power, enums::power_state))
+            .tag("fault_state", state_name(fault, enums::fault_state))
             .field_opt("registration_state_code", reg)
             .field_opt("power_state_code", power)
             .field_opt("fault_state_code", fault)
@@ -133,10 +125,10 @@ impl Collector for Machines {
                 m.is_in_maintenance_mode.unwrap_or(false),
             )
             .field("registered", reg == Some(1))
-            .field_opt("machine_id", m.id.clone())
-            .field_opt("dns_name", m.dns_name.clone())
-            .field_opt("agent_version", m.agent_version.clone())
-            .field_opt("os_type", m.os_type.clone());
+            .field_str("machine_id", m.id.as_deref())
+            .field_str("dns_name", m.dns_name.as_deref())
+            .field_str("agent_version", m.agent_version.as_deref())
+            .field_str("os_type", m.os_type.as_deref());
         out.push(p);
         Ok(())
     }
@@ -149,7 +141,7 @@ mod tests {
 
     #[test]
     fn snapshot_point_has_state_names_and_codes() {
-        let m: Machine = serde_json::from_str(
+        let m: MachineRow = serde_json::from_str(
             r#"{"Id":"6b07220e-0000-4000-8000-000000000001","Name":"DOM\\vda \"7\"","DnsName":null,
             "CurrentRegistrationState":1,"CurrentPowerState":3,"FaultState":1,"IsInMaintenanceMode":true,
             "CurrentSessionCount":4,"DesktopGroup":{"Name":"Sales, EU"},"Catalog":{"Name":"Win11 MCS"},
@@ -183,6 +175,42 @@ mod tests {
         assert_eq!(field("load_index"), Some(FieldValue::Float(2500.0)));
         assert_eq!(field("in_maintenance_mode"), Some(FieldValue::Bool(true)));
         assert_eq!(field("dns_name"), None);
+    }
+
+    #[test]
+    fn snapshot_point_borrows_its_text_and_encodes_as_before() {
+        // Text without escapes is a slice of the page body (no copy per machine), text with
+        // escapes is unescaped once at decode; the point borrows either from the record.
+        let body = r#"{"Id":"id-1","Name":"vda1","DnsName":"vda1.corp","CurrentRegistrationState":1,
+            "CurrentPowerState":3,"FaultState":0,"CurrentSessionCount":2,"AgentVersion":"2407",
+            "OSType":"Windows 11","DesktopGroup":{"Name":"DG\\1"},"Catalog":{"Name":"Cat"}}"#;
+        let m: MachineRow = serde_json::from_str(body).unwrap();
+        let ctx = Ctx {
+            customer: "Contoso".into(),
+            customer_id: "c1".into(),
+            cycle_time: "2026-03-02T08:05:00Z".parse().unwrap(),
+        };
+        let mut out = Vec::new();
+        Machines.map(&m, &(), &ctx, &mut out).unwrap();
+        let p = &out[0];
+        let tag = |k: &str| &p.tags.iter().find(|(n, _)| n == k).unwrap().1;
+        assert!(matches!(tag("machine"), Cow::Borrowed("vda1")));
+        assert!(matches!(tag("customer"), Cow::Borrowed("Contoso")));
+        assert!(matches!(
+            tag("registration_state"),
+            Cow::Borrowed("Registered")
+        ));
+        assert_eq!(tag("delivery_group"), "DG\\1");
+        let mut line = Vec::new();
+        crate::lineproto::encode(p, &mut line).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "citrix_machine,catalog=Cat,customer=Contoso,customer_id=c1,delivery_group=DG\\1,\
+             fault_state=Unknown,machine=vda1,power_state=On,registration_state=Registered \
+             registration_state_code=1i,power_state_code=3i,fault_state_code=0i,session_count=2i,\
+             in_maintenance_mode=false,registered=true,machine_id=\"id-1\",dns_name=\"vda1.corp\",\
+             agent_version=\"2407\",os_type=\"Windows 11\" 1772438700000000000\n"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::checkpoint::Checkpoints;
 use crate::citrix::client::{MonitorClient, MonitorError, MonitorErrorKind};
 use crate::citrix::model::Page;
 use crate::citrix::odata::{PageGuard, Query};
-use crate::lineproto::{Point, PointOf};
+use crate::lineproto::PointOf;
 use crate::sink::Sink;
 
 /// What a collector knows about the tenant and the cycle it runs in.
@@ -662,11 +662,12 @@ pub fn span_ms(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<i64
     (d >= 0).then_some(d)
 }
 
-/// A point of `measurement` at `ts` with the tenant's tags (`customer`, `customer_id`).
-pub fn tenant_point(measurement: &'static str, ts: i64, ctx: &Ctx) -> Point {
-    Point::new(measurement, ts)
-        .tag("customer", ctx.customer.clone())
-        .tag("customer_id", ctx.customer_id.clone())
+/// A point of `measurement` at `ts` with the tenant's tags (`customer`, `customer_id`), which
+/// borrow from the context (no copy per point).
+pub fn tenant_point<'r>(measurement: &'static str, ts: i64, ctx: &'r Ctx) -> PointOf<'r> {
+    PointOf::new(measurement, ts)
+        .tag("customer", ctx.customer.as_str())
+        .tag("customer_id", ctx.customer_id.as_str())
 }
 
 /// Like [`record_timestamp_ns`] for records keyed by a string (a Guid): the sub-millisecond
@@ -689,25 +690,26 @@ pub fn exact_ns(t: DateTime<Utc>) -> Result<i64, MapError> {
 /// `$expand` of a machine's name and its delivery group's name.
 pub const MACHINE_EXPAND: &str = "Machine($select=Name;$expand=DesktopGroup($select=Name))";
 
-/// Delivery group and machine name of an expanded machine ("" when unknown: the tag is omitted).
-pub fn machine_names(m: Option<&crate::citrix::model::Machine>) -> (String, String) {
+/// Delivery group and machine name of an expanded machine ("" when unknown: the tag is omitted),
+/// borrowed from the record.
+pub fn machine_names(m: Option<&crate::citrix::model::Machine>) -> (&str, &str) {
     let dg = m
         .and_then(|m| m.desktop_group.as_ref())
-        .and_then(|g| g.name.clone())
+        .and_then(|g| g.name.as_deref())
         .unwrap_or_default();
-    let name = m.and_then(|m| m.name.clone()).unwrap_or_default();
+    let name = m.and_then(|m| m.name.as_deref()).unwrap_or_default();
     (dg, name)
 }
 
 /// Delivery group and machine tag of a row that has a `MachineId` and may have an expanded
 /// machine: the machine's name, else its Id (a machine deleted and groomed has no name left).
-pub fn machine_or_id(
-    m: Option<&crate::citrix::model::Machine>,
-    machine_id: Option<&str>,
-) -> (String, String) {
+pub fn machine_or_id<'r>(
+    m: Option<&'r crate::citrix::model::Machine>,
+    machine_id: Option<&'r str>,
+) -> (&'r str, &'r str) {
     let (dg, name) = machine_names(m);
     let name = if name.is_empty() {
-        machine_id.unwrap_or_default().to_string()
+        machine_id.unwrap_or_default()
     } else {
         name
     };
@@ -723,15 +725,29 @@ pub fn machine_sample_key(
     Some(format!("{}@{}", machine_id?, collected?))
 }
 
+/// [`Collector::key_hash`] of a per-machine sample: the same pair as [`machine_sample_key`],
+/// hashed without formatting it (a date's text costs more than the rest of the row's key).
+pub fn machine_sample_key_hash(
+    machine_id: Option<&str>,
+    collected: Option<DateTime<Utc>>,
+) -> Option<u64> {
+    let t = collected?;
+    Some(key_hash(&(
+        machine_id?,
+        t.timestamp(),
+        t.timestamp_subsec_nanos(),
+    )))
+}
+
 /// The point of a per-machine sample: at its `CollectedDate` exactly, tagged with the tenant,
 /// delivery group and machine (name, else Id); an error when either is missing.
-pub fn machine_sample_point(
+pub fn machine_sample_point<'r>(
     measurement: &'static str,
     collected: Option<DateTime<Utc>>,
-    m: Option<&crate::citrix::model::Machine>,
-    machine_id: Option<&str>,
-    ctx: &Ctx,
-) -> Result<Point, MapError> {
+    m: Option<&'r crate::citrix::model::Machine>,
+    machine_id: Option<&'r str>,
+    ctx: &'r Ctx,
+) -> Result<PointOf<'r>, MapError> {
     let at = collected.ok_or_else(|| MapError("sample without CollectedDate".into()))?;
     let (dg, machine) = machine_or_id(m, machine_id);
     if machine.is_empty() {
@@ -908,6 +924,64 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), n, "no raw newline broke a line");
         assert!(text.len() > 10 << 20);
+    }
+
+    #[test]
+    fn sample_keys_hash_like_their_text() {
+        // The hash stands for the key's text: equal for equal (machine, date) pairs, different
+        // when either differs (down to the nanosecond), none without both.
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
+        let later = t + chrono::Duration::nanoseconds(1);
+        let h = |m: Option<&str>, t| machine_sample_key_hash(m, t);
+        assert_eq!(h(Some("m1"), Some(t)), h(Some("m1"), Some(t)));
+        assert_ne!(h(Some("m1"), Some(t)), h(Some("m1"), Some(later)));
+        assert_ne!(h(Some("m1"), Some(t)), h(Some("m2"), Some(t)));
+        assert_eq!(h(None, Some(t)), None);
+        assert_eq!(h(Some("m1"), None), None);
+        assert_eq!(
+            machine_sample_key(Some("m1"), Some(t)).is_some(),
+            h(Some("m1"), Some(t)).is_some()
+        );
+    }
+
+    #[test]
+    fn tenant_and_machine_tags_borrow() {
+        use crate::citrix::model::{DesktopGroup, Machine};
+        use std::borrow::Cow;
+        let ctx = Ctx {
+            customer: "C".into(),
+            customer_id: "c".into(),
+            cycle_time: Utc::now(),
+        };
+        let m = Machine {
+            name: Some("vda".into()),
+            desktop_group: Some(DesktopGroup {
+                id: None,
+                name: Some("DG".into()),
+            }),
+            ..Default::default()
+        };
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
+        let p = machine_sample_point("m", Some(t), Some(&m), Some("id"), &ctx).unwrap();
+        let tags: Vec<(&str, &str)> = p
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("customer", "C"),
+                ("customer_id", "c"),
+                ("delivery_group", "DG"),
+                ("machine", "vda")
+            ]
+        );
+        assert!(p.tags.iter().all(|(_, v)| matches!(v, Cow::Borrowed(_))));
+        // Without a name the machine is tagged by its Id; without either the sample is refused.
+        let p = machine_sample_point("m", Some(t), None, Some("id"), &ctx).unwrap();
+        assert_eq!(p.tags.last().unwrap().1, "id");
+        assert!(machine_sample_point("m", Some(t), None, None, &ctx).is_err());
     }
 
     #[test]

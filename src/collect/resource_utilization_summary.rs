@@ -6,7 +6,7 @@
 use super::summary::SummaryKind;
 use super::{MACHINE_EXPAND, machine_or_id};
 use crate::citrix::model::ResourceUtilizationSummary as Row;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_resource_summary";
 
@@ -40,7 +40,7 @@ impl SummaryKind for ResourceUtilizationSummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &Row, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r Row, base: PointOf<'r>) -> PointOf<'r> {
         let (dg, machine) = machine_or_id(r.machine.as_ref(), r.machine_id.as_deref());
         base.tag("delivery_group", dg)
             .tag("machine", machine)

@@ -7,7 +7,7 @@
 use super::avg;
 use super::summary::SummaryKind;
 use crate::citrix::model::SessionActivitySummary;
-use crate::lineproto::Point;
+use crate::lineproto::PointOf;
 
 pub const MEASUREMENT: &str = "citrix_session_activity";
 
@@ -39,7 +39,7 @@ impl SummaryKind for SessionActivitySummaries {
         MEASUREMENT
     }
 
-    fn point(&self, r: &SessionActivitySummary, base: Point) -> Point {
+    fn point<'r>(&self, r: &'r SessionActivitySummary, base: PointOf<'r>) -> PointOf<'r> {
         let count = r.total_log_on_count;
         let total = r.total_log_on_duration;
         base.tag(

@@ -58,11 +58,21 @@ impl Collector for SessionMetrics {
         r.id.map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &Row) -> Option<u64> {
+        r.id.map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &Row) -> Option<DateTime<Utc>> {
         r.collected_date
     }
 
-    fn map(&self, r: &Row, _: &(), ctx: &Ctx, out: &mut Vec<PointOf<'_>>) -> Result<(), MapError> {
+    fn map<'r>(
+        &self,
+        r: &'r Row,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
+    ) -> Result<(), MapError> {
         let id =
             r.id.ok_or_else(|| MapError("session metric without Id".into()))?;
         let at = r

@@ -64,12 +64,12 @@ impl Collector for Sessions {
         r.modified_date
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        s: &Session,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        s: &'r Session,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let key = s
             .session_key

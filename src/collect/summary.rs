@@ -4,6 +4,8 @@
 //! columns it reads and how a row becomes a point ([`SummaryKind`]); the [`Collector`] plumbing
 //! is here, once. It never re-aggregates: each row is written as Citrix computed it.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
@@ -13,7 +15,7 @@ use crate::citrix::model::{
     ResourceUtilizationSummary, SessionActivitySummary,
 };
 use crate::citrix::odata::Query;
-use crate::lineproto::{Point, PointOf};
+use crate::lineproto::PointOf;
 
 /// The columns every summary row has.
 pub trait SummaryRow {
@@ -50,26 +52,38 @@ pub trait SummaryKind: Send + Sync {
     const SELECT: &'static [&'static str];
     const EXPAND: &'static str;
     fn granularity(&self) -> i64;
-    /// The row's fields and its own tags on top of [`summary_point`]'s.
-    fn point(&self, row: &Self::Row, base: Point) -> Point;
+    /// The row's fields and its own tags on top of [`summary_point`]'s (they may borrow from
+    /// the row).
+    fn point<'r>(&self, row: &'r Self::Row, base: PointOf<'r>) -> PointOf<'r>;
     /// The measurement written.
     fn measurement(&self) -> &'static str;
 }
 
 /// A summary point: tenant tags, `granularity`, at `SummaryDate`.
-pub fn summary_point<R: SummaryRow>(
+pub fn summary_point<'r, R: SummaryRow>(
     measurement: &'static str,
     row: &R,
     granularity: i64,
-    ctx: &Ctx,
-) -> Result<Point, MapError> {
+    ctx: &'r Ctx,
+) -> Result<PointOf<'r>, MapError> {
     let at = row
         .summary_date()
         .ok_or_else(|| MapError("summary without SummaryDate".into()))?;
     Ok(tenant_point(measurement, exact_ns(at)?, ctx).tag(
         "granularity",
-        row.granularity().unwrap_or(granularity).to_string(),
+        granularity_tag(row.granularity().unwrap_or(granularity)),
     ))
+}
+
+/// The `granularity` tag: the documented granularities without formatting a number per row.
+fn granularity_tag(g: i64) -> Cow<'static, str> {
+    match g {
+        1 => Cow::Borrowed("1"),
+        10 => Cow::Borrowed("10"),
+        60 => Cow::Borrowed("60"),
+        1440 => Cow::Borrowed("1440"),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
 impl<K: SummaryKind> Collector for K {
@@ -106,19 +120,36 @@ impl<K: SummaryKind> Collector for K {
         r.id().map(|i| i.to_string())
     }
 
+    fn key_hash(&self, r: &K::Row) -> Option<u64> {
+        r.id().map(|i| super::key_hash(&i))
+    }
+
     fn watermark(&self, r: &K::Row) -> Option<DateTime<Utc>> {
         r.summary_date()
     }
 
-    fn map(
+    fn map<'r>(
         &self,
-        r: &K::Row,
-        _: &(),
-        ctx: &Ctx,
-        out: &mut Vec<PointOf<'_>>,
+        r: &'r K::Row,
+        _: &'r (),
+        ctx: &'r Ctx,
+        out: &mut Vec<PointOf<'r>>,
     ) -> Result<(), MapError> {
         let base = summary_point(self.measurement(), r, self.granularity(), ctx)?;
         out.push(self.point(r, base));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granularity_tags_are_the_numbers() {
+        for g in [1, 10, 60, 1440, 5, -1, 100_000] {
+            assert_eq!(granularity_tag(g), g.to_string());
+        }
+        assert!(matches!(granularity_tag(60), Cow::Borrowed("60")));
     }
 }
