@@ -23,7 +23,9 @@
 //! count (1.2 GB with 5,000 tenants). The bound follows the budget's turnover, like a
 //! congestion window: it starts at [`ORDER_START`] budgets; it grows by an eighth when a request
 //! waits for an order while the budget has room (Citrix's latency, not processing, is what
-//! limits) and a whole bound's worth of orders came back since the last change; it shrinks by
+//! limits), an eighth of the bound came back since the last change and the budget stayed at
+//! most half full meanwhile (a busy period is observed for a whole bound's worth of orders
+//! before it is forgotten); it shrinks by
 //! an eighth when an answer had to wait [`ANSWER_WAIT_SLOW`] or more for its share (more is on
 //! order than the budget takes); between one and [`ORDER_MAX`] budgets, at most once per
 //! [`ORDER_ADJUST_EVERY`]. Waiting for an order holds nothing, so it cannot deadlock.
@@ -82,10 +84,14 @@ pub struct Budget {
     /// Bytes the bound was lowered by that were on order at the time: orders given back pay
     /// them off instead of returning their permits.
     order_debt: AtomicUsize,
-    /// Bytes of orders given back since the bound last changed: it grows only after a whole
-    /// bound's worth turned over (once per round trip, like a congestion window; at start-up
-    /// the budget has room only because the first answers are still on their way).
+    /// Bytes of orders given back since the bound last changed: it grows only after an eighth
+    /// of it turned over (at start-up the budget has room only because the first answers are
+    /// still on their way).
     order_turned: AtomicUsize,
+    /// The most bytes reserved at once since the bound last changed (or since a whole bound's
+    /// worth of orders came back while the budget was busy): the bound grows only while this
+    /// stayed at most half the budget, so a single burst does not open the gate.
+    busy_since: AtomicUsize,
     /// When the bound last changed, and how soon it may change again.
     order_adjusted: std::sync::Mutex<Option<std::time::Instant>>,
     order_every: std::time::Duration,
@@ -123,6 +129,7 @@ impl Budget {
             on_order: AtomicUsize::new(0),
             order_debt: AtomicUsize::new(0),
             order_turned: AtomicUsize::new(0),
+            busy_since: AtomicUsize::new(0),
             order_adjusted: std::sync::Mutex::new(None),
             order_every: ORDER_ADJUST_EVERY,
             grower: tokio::sync::Mutex::new(()),
@@ -233,7 +240,7 @@ impl Budget {
         let step = (limit / 8).max(ORDER_FLOOR);
         if up {
             let add = step.min(self.order_max.saturating_sub(limit));
-            if add == 0 || self.order_turned.load(Ordering::Relaxed) < limit {
+            if add == 0 || !self.had_room(limit, step) {
                 return;
             }
             // Debt first: permits not yet taken back need not be handed out again.
@@ -257,7 +264,26 @@ impl Budget {
             self.order_limit.store(limit - cut, Ordering::Relaxed);
         }
         self.order_turned.store(0, Ordering::Relaxed);
+        self.busy_since.store(self.in_use(), Ordering::Relaxed);
         *last = Some(now);
+    }
+
+    /// Whether the bound may grow: an eighth of it (`step`) came back since the last change,
+    /// and the budget stayed at most half full meanwhile. A busy period is forgotten once a
+    /// whole bound's worth came back after it, so that the bound is not stuck after a burst.
+    fn had_room(&self, limit: usize, step: usize) -> bool {
+        let turned = self.order_turned.load(Ordering::Relaxed);
+        if turned < step {
+            return false;
+        }
+        if self.busy_since.load(Ordering::Relaxed) <= self.total / 2 {
+            return true;
+        }
+        if turned >= limit {
+            self.order_turned.store(0, Ordering::Relaxed);
+            self.busy_since.store(self.in_use(), Ordering::Relaxed);
+        }
+        false
     }
 
     /// `bytes` (capped at the whole budget, at least 1) now, or `None` without waiting.
@@ -302,9 +328,9 @@ impl Budget {
     }
 
     fn note_peak(&self) {
-        self.stats
-            .peak
-            .fetch_max(self.in_use() as u64, Ordering::Relaxed);
+        let in_use = self.in_use();
+        self.stats.peak.fetch_max(in_use as u64, Ordering::Relaxed);
+        self.busy_since.fetch_max(in_use, Ordering::Relaxed);
     }
 }
 
@@ -539,8 +565,8 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_millis(1), b.order(1)).await;
         assert_eq!(b.order_limit(), 160 << 10, "no growth before a round trip");
         drop(held);
-        // Each round trip the whole bound turns over and a request still waits for an order
-        // while the budget has room: Citrix's latency limits, the bound grows an eighth.
+        // Orders come back and a request still waits for an order while the budget has room:
+        // Citrix's latency limits, the bound grows an eighth.
         for _ in 0..40 {
             drop(take_all().await);
         }
@@ -566,6 +592,42 @@ mod tests {
         );
         drop(one);
         assert_eq!(b.orders.available_permits(), 80 << 10);
+    }
+
+    #[tokio::test]
+    async fn the_bound_on_order_does_not_grow_after_a_busy_period_until_a_round_trip_passed() {
+        let mut b = Budget::new(80 << 10);
+        Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
+        let turn_and_wait = |n: usize| {
+            let b = b.clone();
+            async move {
+                for _ in 0..n {
+                    drop(b.order(16 << 10).await);
+                }
+                let all = b.order(80 << 10).await;
+                let more = b.order(80 << 10).await;
+                let _ = tokio::time::timeout(Duration::from_millis(1), b.order(1)).await;
+                drop((all, more));
+            }
+        };
+        // The budget was more than half full a moment ago (a burst), and it is empty now.
+        drop(b.try_reserve(50 << 10).unwrap());
+        // An eighth of the bound came back and a request waits: the burst still counts.
+        turn_and_wait(2).await;
+        assert_eq!(
+            b.order_limit(),
+            160 << 10,
+            "no growth right after a busy budget"
+        );
+        // A whole bound's worth came back since: the burst is forgotten, a new period starts.
+        turn_and_wait(8).await;
+        assert_eq!(b.order_limit(), 160 << 10, "the period restarts here");
+        turn_and_wait(2).await;
+        assert_eq!(
+            b.order_limit(),
+            180 << 10,
+            "a quiet eighth later it grows by an eighth"
+        );
     }
 
     #[tokio::test]

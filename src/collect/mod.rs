@@ -366,7 +366,7 @@ async fn walk<C: Collector>(
                 ("decode", err.to_string())
             })?;
             let mut points = Vec::with_capacity(page.value.len());
-            marks.page = PageMarks::default();
+            marks.page_begins(page.next_link.is_none());
             let errors = map_page(c, &page.value, &state, ctx, Some(&mut marks), &mut points);
             stats.records += page.value.len() as u64;
             if is_logon {
@@ -514,9 +514,34 @@ pub struct WalkMarks {
     cap: Option<DateTime<Utc>>,
     /// Highest watermark value read.
     max_seen: Option<DateTime<Utc>>,
+    /// The page being mapped is the walk's last: its keys are compared with the earlier
+    /// pages' but not kept (no page follows to compare with them), so that a walk of one
+    /// page, most of a steady state's, builds no key map at all.
+    last: bool,
 }
 
 impl WalkMarks {
+    /// A page is about to be mapped; `last`: no page follows it.
+    pub fn page_begins(&mut self, last: bool) {
+        self.page = PageMarks::default();
+        self.last = last;
+    }
+
+    /// Notes a row's key (its hash) and watermark value; true if this walk read the key
+    /// before (the watermark is then capped at its first sighting).
+    fn note_key(&mut self, hash: u64, wm: Option<DateTime<Utc>>) -> bool {
+        self.page.keyed += 1;
+        if let Some(first_wm) = self.seen.get(&hash) {
+            self.page.repeated += 1;
+            self.cap = min_opt(self.cap, *first_wm);
+            return true;
+        }
+        if !self.last {
+            self.seen.insert(hash, wm);
+        }
+        false
+    }
+
     /// A page was mapped. After the last one the keys are never looked at again: they go at
     /// once rather than while the page's points wait for the output (a few hundred tenants in
     /// a cycle each held tens of KB of them, measured by a heap profile).
@@ -550,16 +575,11 @@ pub fn map_page<'r, C: Collector>(
                 m.page.latest_future = max_opt(m.page.latest_future, wm);
                 wm = None;
             }
-            if let Some(hash) = c.key_hash(r) {
-                m.page.keyed += 1;
-                if let Some(first_wm) = m.seen.get(&hash) {
-                    m.page.repeated += 1;
-                    m.cap = min_opt(m.cap, *first_wm);
-                    tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key = c.key(r),
-                        "Row seen twice in one walk (modified while paging).");
-                } else {
-                    m.seen.insert(hash, wm);
-                }
+            if let Some(hash) = c.key_hash(r)
+                && m.note_key(hash, wm)
+            {
+                tracing::debug!(tenant = %ctx.customer, entity = %c.name(), key = c.key(r),
+                    "Row seen twice in one walk (modified while paging).");
             }
             m.max_seen = max_opt(m.max_seen, wm);
         }
@@ -1037,5 +1057,34 @@ mod walk_marks_tests {
             (Some(t), Some(t)),
             "the watermark's marks stay"
         );
+    }
+
+    #[test]
+    fn a_walks_last_page_is_compared_with_the_keys_but_not_kept() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
+        let early = t - chrono::Duration::minutes(5);
+        let mut one = WalkMarks::default();
+        one.page_begins(true);
+        for k in 0..1000u64 {
+            assert!(!one.note_key(k, Some(t)));
+        }
+        assert_eq!(one.page.keyed, 1000);
+        assert_eq!(
+            one.seen.capacity(),
+            0,
+            "a walk of one page builds no key map"
+        );
+
+        let mut two = WalkMarks::default();
+        two.page_begins(false);
+        for k in 0..1000u64 {
+            two.note_key(k, Some(early));
+        }
+        two.page_mapped(false);
+        two.page_begins(true);
+        let repeated = (500..1500u64).filter(|&k| two.note_key(k, Some(t))).count();
+        assert_eq!((repeated, two.page.repeated), (500, 500));
+        assert_eq!(two.cap, Some(early), "capped at the first sighting");
+        assert_eq!(two.seen.len(), 1000, "the last page's keys are not kept");
     }
 }
