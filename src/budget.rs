@@ -240,7 +240,7 @@ impl Budget {
         let step = (limit / 8).max(ORDER_FLOOR);
         if up {
             let add = step.min(self.order_max.saturating_sub(limit));
-            if add == 0 || !self.had_room(limit, step) {
+            if add == 0 || !self.may_grow(limit, step) {
                 return;
             }
             // Debt first: permits not yet taken back need not be handed out again.
@@ -263,15 +263,22 @@ impl Budget {
                 .fetch_add(cut - forgotten, Ordering::Relaxed);
             self.order_limit.store(limit - cut, Ordering::Relaxed);
         }
+        self.start_period();
+        *last = Some(now);
+    }
+
+    /// Starts a new observation period for the bound's growth: nothing came back in it yet,
+    /// and its busiest moment so far is now.
+    fn start_period(&self) {
         self.order_turned.store(0, Ordering::Relaxed);
         self.busy_since.store(self.in_use(), Ordering::Relaxed);
-        *last = Some(now);
     }
 
     /// Whether the bound may grow: an eighth of it (`step`) came back since the last change,
     /// and the budget stayed at most half full meanwhile. A busy period is forgotten once a
-    /// whole bound's worth came back after it, so that the bound is not stuck after a burst.
-    fn had_room(&self, limit: usize, step: usize) -> bool {
+    /// whole bound's worth came back after it (a new period starts), so that the bound is not
+    /// stuck after a burst.
+    fn may_grow(&self, limit: usize, step: usize) -> bool {
         let turned = self.order_turned.load(Ordering::Relaxed);
         if turned < step {
             return false;
@@ -280,8 +287,7 @@ impl Budget {
             return true;
         }
         if turned >= limit {
-            self.order_turned.store(0, Ordering::Relaxed);
-            self.busy_since.store(self.in_use(), Ordering::Relaxed);
+            self.start_period();
         }
         false
     }

@@ -373,7 +373,7 @@ async fn walk<C: Collector>(
                 collect_logon_ms(&points, &mut stats.logon_ms);
             }
             let encoded = env.sink.encode(&points);
-            marks.page_mapped(page.next_link.is_none());
+            marks.page_mapped();
             (encoded, page.bad, errors, page.next_link)
         };
         drop(body);
@@ -545,8 +545,8 @@ impl WalkMarks {
     /// A page was mapped. After the last one the keys are never looked at again: they go at
     /// once rather than while the page's points wait for the output (a few hundred tenants in
     /// a cycle each held tens of KB of them, measured by a heap profile).
-    fn page_mapped(&mut self, last: bool) {
-        if last {
+    fn page_mapped(&mut self) {
+        if self.last {
             self.seen = HashMap::new();
         }
     }
@@ -1040,13 +1040,15 @@ mod walk_marks_tests {
         }
         m.cap = Some(t);
         m.max_seen = Some(t);
-        m.page_mapped(false);
+        m.page_begins(false);
+        m.page_mapped();
         assert_eq!(
             m.seen.len(),
             1000,
             "a next page is compared with these keys"
         );
-        m.page_mapped(true);
+        m.page_begins(true);
+        m.page_mapped();
         assert_eq!(
             m.seen.capacity(),
             0,
@@ -1080,7 +1082,7 @@ mod walk_marks_tests {
         for k in 0..1000u64 {
             two.note_key(k, Some(early));
         }
-        two.page_mapped(false);
+        two.page_mapped();
         two.page_begins(true);
         let repeated = (500..1500u64).filter(|&k| two.note_key(k, Some(t))).count();
         assert_eq!((repeated, two.page.repeated), (500, 500));
