@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::citrix::auth::{AuthError, Endpoint};
-use crate::citrix::client::{Limits, MonitorClient, MonitorErrorKind, http_client};
+use crate::citrix::client::{Limits, MonitorClient, MonitorErrorKind, http_client, monitor_pool};
 use crate::citrix::odata::Query;
+use crate::citrix::pool::Pool;
 use crate::citrix::site::SiteError;
 use crate::config::{Checked, CitrixConfig, TenantConfig, TenantOrigin};
 use crate::shard::Shard;
@@ -203,7 +204,11 @@ pub async fn run(checked: Checked, config_path: &str, cli_shard: Option<Shard>) 
         citrix.request_timeout,
         citrix.ca_file.as_deref(),
         citrix.proxy.as_deref(),
-    );
+    )
+    .and_then(|h| {
+        let pool = monitor_pool(citrix.ca_file.as_deref(), citrix.proxy.as_deref())?;
+        Ok((h, pool))
+    });
     match &http {
         Ok(_) => report.rows.push(Row::ok("config", config_path, detail)),
         Err(e) => report.rows.push(Row::fail(
@@ -259,7 +264,7 @@ pub async fn run(checked: Checked, config_path: &str, cli_shard: Option<Shard>) 
 async fn check_tenant(
     t: &TenantConfig,
     origin: &TenantOrigin,
-    http: Option<reqwest::Client>,
+    http: Option<(reqwest::Client, Arc<Pool>)>,
     citrix: &CitrixConfig,
     limits: Limits,
 ) -> Vec<Row> {
@@ -282,12 +287,12 @@ async fn check_tenant(
         name,
         format!("read from {}", origin.secret_key),
     ));
-    let Some(http) = http else {
+    let Some((http, pool)) = http else {
         rows.push(Row::skip("token", name, "no HTTP client"));
         rows.push(Row::skip("odata", name, "no HTTP client"));
         return rows;
     };
-    let client = match MonitorClient::new(http, t, citrix, limits, Duration::from_secs(60)) {
+    let client = match MonitorClient::new(http, pool, t, citrix, limits, Duration::from_secs(60)) {
         Ok(c) => c,
         Err(e) => {
             rows.push(Row::fail(

@@ -73,9 +73,11 @@ impl Tenant {
     }
 }
 
-/// Builds a tenant's client and jobs; every tenant shares the HTTP client and the limits.
+/// Builds a tenant's client and jobs; every tenant shares the token client, the Monitor
+/// connections and the limits.
 struct TenantFactory {
     http: reqwest::Client,
+    pool: Arc<crate::citrix::pool::Pool>,
     limits: Limits,
     citrix: crate::config::CitrixConfig,
     schedule: std::collections::BTreeMap<String, Duration>,
@@ -87,6 +89,7 @@ impl TenantFactory {
     fn make(&self, t: &TenantConfig) -> Result<Tenant, String> {
         let client = MonitorClient::new(
             self.http.clone(),
+            self.pool.clone(),
             t,
             &self.citrix,
             self.limits.clone(),
@@ -134,8 +137,14 @@ impl Harvester {
             cfg.citrix.proxy.as_deref(),
         )
         .map_err(RunError::Http)?;
+        let pool = crate::citrix::client::monitor_pool(
+            cfg.citrix.ca_file.as_deref(),
+            cfg.citrix.proxy.as_deref(),
+        )
+        .map_err(RunError::Http)?;
         let factory = TenantFactory {
             http,
+            pool,
             limits: Limits::new(
                 cfg.harvester.max_requests_in_flight,
                 cfg.harvester.body_budget,

@@ -19,8 +19,13 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::budget::{Budget, Reservation};
 
 use crate::citrix::auth::{AuthError, TokenSource, error_chain};
+use crate::citrix::conn::ConnError;
+use crate::citrix::pool::{Get, Pool};
 use crate::citrix::site::{Site, SiteError};
 use crate::config::{AuthScheme, CitrixConfig, TenantConfig};
+
+/// The header naming the customer of a Monitor request.
+static CUSTOMER_ID: http::HeaderName = http::HeaderName::from_static("citrix-customerid");
 
 /// Retry-After is honoured up to this much; a larger value is treated as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -124,6 +129,9 @@ pub enum MonitorErrorKind {
     },
     #[error("request failed: {0}")]
     Transport(String),
+    /// A setting keeps every request from Citrix (its CA, its proxy): trying again cannot help.
+    #[error("{0}")]
+    Setting(String),
     #[error(
         "HTTP {status} redirect to `{location}` refused: Monitor requests carry credentials and are never redirected (check monitor_url and any proxy in between)"
     )]
@@ -166,6 +174,7 @@ impl MonitorErrorKind {
             MonitorErrorKind::Http { status: 429, .. } => "throttled",
             MonitorErrorKind::Http { .. } => "http",
             MonitorErrorKind::Transport(_) => "transport",
+            MonitorErrorKind::Setting(_) => "setting",
             MonitorErrorKind::Redirect { .. } => "redirect",
             MonitorErrorKind::TooLarge(_) => "too_large",
             MonitorErrorKind::Unauthorized => "unauthorized",
@@ -195,7 +204,8 @@ pub struct ClientStats {
 }
 
 pub struct MonitorClient {
-    http: reqwest::Client,
+    /// The connections every cloud tenant shares (an on-premises site has its own).
+    pool: Arc<Pool>,
     tenant: String,
     customer_id: String,
     base: String,
@@ -252,18 +262,19 @@ impl AuthSource {
     }
 }
 
-/// Idle connections kept per host between requests, over all tenants.
-pub const IDLE_CONNECTIONS_PER_HOST: usize = 32;
+/// Idle connections of the token client kept per host (token requests are one per tenant
+/// and token lifetime; Monitor requests go through [`Pool`]).
+const IDLE_TOKEN_CONNECTIONS: usize = 4;
 
-/// How long an idle connection is kept for the next request.
+/// How long an idle token connection is kept.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Error bodies are read up to this much (only a snippet of them is ever shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
-/// Builds the HTTP client shared by token and Monitor requests: TLS verification always on,
-/// an optional private CA and proxy (HTTPS_PROXY/NO_PROXY are honoured by default), and no
-/// redirects: a 3xx would carry the client secret or the token to wherever `Location` points.
+/// Builds the HTTP client shared by token requests: TLS verification always on, an optional
+/// private CA and proxy (HTTPS_PROXY/NO_PROXY are honoured by default), and no redirects: a
+/// 3xx would carry the client secret to wherever `Location` points.
 pub fn http_client(
     timeout: Duration,
     ca_file: Option<&Path>,
@@ -274,10 +285,8 @@ pub fn http_client(
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
-        // Connections are shared by every tenant (Citrix's rule is about requests, not
-        // connections). Thousands may be open during a burst; only a few stay open between
-        // cycles, so idle tenants cost no sockets and no connection buffers.
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        // Token connections are shared by every tenant; only a few stay open between cycles.
+        .pool_max_idle_per_host(IDLE_TOKEN_CONNECTIONS)
         .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
@@ -291,10 +300,18 @@ pub fn http_client(
     b.build().map_err(|e| error_chain(&e))
 }
 
+/// The connections Monitor requests of every cloud tenant share, with the same CA and proxy
+/// settings as [`http_client`].
+pub fn monitor_pool(ca_file: Option<&Path>, proxy: Option<&str>) -> Result<Arc<Pool>, String> {
+    let connector = crate::citrix::conn::Connector::cloud(ca_file, proxy)?;
+    Ok(Arc::new(Pool::new(connector)))
+}
+
 impl MonitorClient {
     /// `interval`: how long a site whose credentials were rejected stays silent.
     pub fn new(
         http: reqwest::Client,
+        pool: Arc<Pool>,
         tenant: &TenantConfig,
         citrix: &CitrixConfig,
         limits: Limits,
@@ -322,7 +339,7 @@ impl MonitorClient {
             }
         };
         Ok(MonitorClient {
-            http,
+            pool,
             tenant: tenant.name.clone(),
             customer_id: tenant.customer_id.clone(),
             base: tenant.monitor_url.clone(),
@@ -562,14 +579,21 @@ impl MonitorClient {
                     AuthScheme::CwsAuth => format!("CWSAuth bearer={}", token.expose()),
                     AuthScheme::Bearer => format!("Bearer {}", token.expose()),
                 };
-                self.http
-                    .get(url)
-                    .header(reqwest::header::AUTHORIZATION, auth)
-                    .header("Citrix-CustomerId", &self.customer_id)
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .send()
-                    .await
-                    .map_err(|e| MonitorErrorKind::Transport(error_chain(&e)))?
+                let u = url::Url::parse(url)
+                    .map_err(|e| MonitorErrorKind::Setting(format!("`{url}`: {e}")))?;
+                let headers = [
+                    (http::header::AUTHORIZATION, auth.as_str()),
+                    (CUSTOMER_ID.clone(), self.customer_id.as_str()),
+                    (http::header::ACCEPT, "application/json"),
+                ];
+                let get = Get {
+                    url: &u,
+                    headers: &headers,
+                };
+                self.pool.get(&get).await.map_err(|e| match e {
+                    ConnError::Transport(why) => MonitorErrorKind::Transport(why),
+                    ConnError::Setting(why) => MonitorErrorKind::Setting(why),
+                })?
             }
             (AuthSource::Site(site), _) => site.get(url).await?,
             (AuthSource::Cloud(_), None) => {
@@ -735,73 +759,6 @@ pub use crate::body::snippet;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The shared client keeps at most [`IDLE_CONNECTIONS_PER_HOST`] idle connections to a
-    /// host: after a burst of concurrent requests (one connection each), the rest are closed
-    /// as they come back, not kept for every tenant until the next cycle.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_leaves_at_most_the_idle_bound_of_connections_open() {
-        use std::sync::atomic::AtomicUsize;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        const BURST: usize = IDLE_CONNECTIONS_PER_HOST * 3;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicUsize::new(0));
-        // Every first answer waits until the whole burst has arrived, so each request of the
-        // burst has had to open its own connection.
-        let arrived = Arc::new(tokio::sync::Barrier::new(BURST));
-        let counter = open.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (open, arrived) = (counter.clone(), arrived.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut first = true;
-                    // A small GET arrives in one read.
-                    while let Ok(n @ 1..) = s.read(&mut buf).await {
-                        assert!(buf[..n].ends_with(b"\r\n\r\n"));
-                        if std::mem::take(&mut first) {
-                            arrived.wait().await;
-                        }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(answer).await.is_err() {
-                            break;
-                        }
-                    }
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        let http = http_client(Duration::from_secs(30), None, None).unwrap();
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..BURST {
-            let (h, url) = (http.clone(), format!("http://{addr}/"));
-            set.spawn(async move { h.get(url).send().await.unwrap().text().await.unwrap() });
-        }
-        while let Some(r) = set.join_next().await {
-            assert_eq!(r.unwrap(), "ok");
-        }
-        let mut still_open = usize::MAX;
-        for _ in 0..200 {
-            still_open = open.load(Ordering::SeqCst);
-            if still_open <= IDLE_CONNECTIONS_PER_HOST {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(
-            still_open <= IDLE_CONNECTIONS_PER_HOST,
-            "{still_open} of {BURST} connections still open"
-        );
-        assert!(
-            still_open > 0,
-            "idle connections are kept for the next requests"
-        );
-    }
 
     #[test]
     fn retry_after_forms() {

@@ -1,15 +1,18 @@
-//! The one connection a Windows-authenticated request to an on-premises controller runs on.
-//! NTLM binds its legs to a TCP connection, and no pooled client can promise that two requests
-//! share one, so every handshake owns its connection from start to end: TCP to the controller
-//! or, through a proxy (the site's `proxy`, else `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` unless
-//! `NO_PROXY` names the controller), an HTTP CONNECT tunnel to it; then TLS with SNI and host
-//! name verification for `https://` (the system's roots plus the site's `ca_file`, through the
-//! same rustls, crypto provider and platform verifier as the cloud client); then HTTP/1.1.
-//! Setting up a connection is bounded in time, the proxy's answer and every response head in
-//! size; errors name the setting to fix. Proxy credentials are sent, never shown. It owns the
-//! connection only: the handshake is winauth.rs's, controller choice site.rs's.
+//! One HTTP/1.1 connection to a Monitor API: to an on-premises controller, where a
+//! Windows-authenticated request owns it from start to end (NTLM binds its legs to a TCP
+//! connection, and no pooled client can promise that two requests share one), or to Citrix
+//! Cloud, where pool.rs shares it between tenants. TCP to the peer or, through a proxy (the
+//! `proxy` setting, else `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` unless `NO_PROXY` names the
+//! peer), an HTTP CONNECT tunnel to it; then TLS with SNI and host name verification for
+//! `https://` (the system's roots plus the `ca_file` setting, through rustls, the aws-lc
+//! provider and the platform verifier); then HTTP/1.1 with the connection's read buffer capped
+//! (hyper's default lets it grow to about 400 KB and keeps it: 235–258 KB per connection were
+//! measured with hundreds open). Setting up a connection is bounded in time, the proxy's answer
+//! and every response head in size; errors name the setting to fix. Proxy credentials are sent,
+//! never shown. It owns the connection only: the handshake is winauth.rs's, controller choice
+//! site.rs's, sharing pool.rs's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,16 +27,17 @@ use crate::config::SiteConfig;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A proxy's answer to CONNECT (status line and headers).
 const MAX_PROXY_ANSWER: usize = 8 << 10;
-/// A controller's response head; bodies are bounded by their readers.
-const MAX_RESPONSE_HEAD: usize = 64 << 10;
+/// A response head, and a connection's read buffer (hyper's `max_buf_size`): bodies stream
+/// through it in reads of at most this much, and are bounded by their readers.
+pub const MAX_READ_BUFFER: usize = 64 << 10;
 const MAX_HEADERS: usize = 100;
 const USER_AGENT: &str = concat!("citrix-harvester/", env!("CARGO_PKG_VERSION"));
 
 /// Why a connection could not be had or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
-    /// The controller (or the proxy) is unreachable or broke the connection: another
-    /// controller may do better, and so may a later attempt.
+    /// The peer (or the proxy) is unreachable or broke the connection: another controller may
+    /// do better, and so may a later attempt.
     #[error("{0}")]
     Transport(String),
     /// A setting is wrong (the CA, the proxy, its credentials): trying again cannot help.
@@ -47,8 +51,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// The request side of one owned HTTP/1.1 connection.
 pub type Pinned = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
 
-/// How a site's connections are made; built once per site (the CA file is read here).
+/// Whom a connector connects to, for its error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// An on-premises Delivery Controller.
+    Controller,
+    /// Citrix Cloud's Monitor API.
+    Cloud,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Controller => "the controller",
+            Peer::Cloud => "Citrix Cloud",
+        }
+    }
+}
+
+/// How a site's or Citrix Cloud's connections are made; built once per site and once for the
+/// cloud (the CA file is read here).
 pub struct Connector {
+    peer: Peer,
     tls: Arc<rustls::ClientConfig>,
     proxy: Matcher,
     /// Whether `proxy` is the site's setting (else the environment's).
@@ -64,13 +88,35 @@ impl Connector {
         Connector::with_env_proxy(site, Matcher::from_env())
     }
 
+    /// For Citrix Cloud: `citrix.ca_file` and `citrix.proxy` (or the environment's proxy).
+    pub fn cloud(ca_file: Option<&Path>, proxy: Option<&str>) -> Result<Connector, String> {
+        Connector::build(Peer::Cloud, "citrix.", ca_file, proxy, Matcher::from_env())
+    }
+
     /// [`Connector::new`] with `env` standing for the environment's proxy variables.
     fn with_env_proxy(site: &SiteConfig, env: Matcher) -> Result<Connector, String> {
-        let ca_key = format!("{}ca_file", site.key);
-        let proxy_key = format!("{}proxy", site.key);
+        Connector::build(
+            Peer::Controller,
+            &site.key,
+            site.ca_file.as_deref(),
+            site.proxy.as_deref(),
+            env,
+        )
+    }
+
+    /// `key`: the settings' prefix, for errors (`tenant[3].`, `citrix.`).
+    fn build(
+        peer: Peer,
+        key: &str,
+        ca_file: Option<&Path>,
+        proxy: Option<&str>,
+        env: Matcher,
+    ) -> Result<Connector, String> {
+        let ca_key = format!("{key}ca_file");
+        let proxy_key = format!("{key}proxy");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut extra: Vec<CertificateDer<'static>> = Vec::new();
-        if let Some(path) = &site.ca_file {
+        if let Some(path) = ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| format!("`{ca_key}` {}: {e}", path.display()))?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -96,20 +142,21 @@ impl Connector {
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let (proxy, site_proxy) = match &site.proxy {
+        let (proxy, site_proxy) = match proxy {
             Some(p) => {
                 crate::config::check_proxy_url(p).map_err(|why| format!("`{proxy_key}`: {why}"))?;
-                (Matcher::builder().all(p.as_str()).build(), true)
+                (Matcher::builder().all(p.to_string()).build(), true)
             }
             None => (env, false),
         };
         Ok(Connector {
+            peer,
             tls: Arc::new(tls),
             proxy,
             site_proxy,
             proxy_key,
             ca_key,
-            ca_file: site.ca_file.clone(),
+            ca_file: ca_file.map(Path::to_path_buf),
         })
     }
 
@@ -124,7 +171,7 @@ impl Connector {
         }
     }
 
-    /// A new connection to the controller of `url`, ready for HTTP/1.1 requests.
+    /// A new connection to the peer of `url`, ready for HTTP/1.1 requests.
     pub async fn connect(&self, url: &url::Url) -> Result<Pinned, ConnError> {
         let host = url
             .host_str()
@@ -148,7 +195,7 @@ impl Connector {
         let setup = async {
             let io: Box<dyn Io> = match &proxy {
                 Some(p) => Box::new(self.tunnel(p, host, port).await?),
-                None => Box::new(tcp(host, port, "controller").await?),
+                None => Box::new(tcp(host, port, self.peer.name()).await?),
             };
             if https {
                 Ok(Box::new(self.tls(io, host).await?) as Box<dyn Io>)
@@ -169,7 +216,7 @@ impl Connector {
                 ))
             })??;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(MAX_RESPONSE_HEAD)
+            .max_buf_size(MAX_READ_BUFFER)
             .max_headers(MAX_HEADERS)
             .handshake(hyper_util::rt::TokioIo::new(io))
             .await
@@ -189,9 +236,10 @@ impl Connector {
         let puri = p.uri();
         if puri.scheme_str() != Some("http") {
             return Err(ConnError::Setting(format!(
-                "the proxy {puri} from {} is not http:// (an on-premises site reaches its \
-                 controllers through an http:// proxy with CONNECT)",
-                setting()
+                "the proxy {puri} from {} is not http:// (the harvester reaches {} through \
+                 an http:// proxy with CONNECT)",
+                setting(),
+                self.peer.name()
             )));
         }
         let phost = puri.host().unwrap_or_default();
@@ -272,12 +320,14 @@ impl Connector {
                 },
             ))),
             502..=504 => Err(ConnError::Transport(format!(
-                "{what} (the proxy could not reach the controller)"
+                "{what} (the proxy could not reach {})",
+                self.peer.name()
             ))),
             400..=499 => Err(ConnError::Setting(format!(
-                "{what}: the proxy of {} must allow CONNECT to the controller's port {port} \
+                "{what}: the proxy of {} must allow CONNECT to the port {port} of {} \
                  (squid, for one, allows only 443 by default)",
-                setting()
+                setting(),
+                self.peer.name()
             ))),
             _ => Err(ConnError::Transport(what)),
         }
@@ -313,20 +363,35 @@ impl Connector {
                 let why = match c {
                     C::UnknownIssuer | C::BadSignature => format!(
                         "is not signed by a CA in {ca}: point `{}` at the PEM of the CA that \
-                         issued the controller's certificate",
-                        self.ca_key
+                         issued it{}",
+                        self.ca_key,
+                        match self.peer {
+                            Peer::Controller => "",
+                            Peer::Cloud => " (a TLS-inspecting proxy's CA, if one is between)",
+                        }
                     ),
-                    C::NotValidForName | C::NotValidForNameContext { .. } => format!(
-                        "is not issued to {host}: use the name in the certificate in the \
-                         controller URL (Kerberos wants the FQDN too)"
-                    ),
-                    C::Expired | C::ExpiredContext { .. } => {
-                        "has expired: renew it on the controller (netsh http ... sslcert)".into()
-                    }
+                    C::NotValidForName | C::NotValidForNameContext { .. } => match self.peer {
+                        Peer::Controller => format!(
+                            "is not issued to {host}: use the name in the certificate in the \
+                             controller URL (Kerberos wants the FQDN too)"
+                        ),
+                        Peer::Cloud => format!(
+                            "is not issued to {host}: check the tenant's `region` and `monitor_url` \
+                             (a TLS-inspecting proxy presents its own name)"
+                        ),
+                    },
+                    C::Expired | C::ExpiredContext { .. } => match self.peer {
+                        Peer::Controller => {
+                            "has expired: renew it on the controller (netsh http ... sslcert)"
+                                .into()
+                        }
+                        Peer::Cloud => "has expired (check this machine's clock)".into(),
+                    },
                     other => format!("was refused ({other:?}); trusted roots: {ca}"),
                 };
                 ConnError::Setting(format!(
-                    "TLS with {host}: the controller's certificate {why}"
+                    "TLS with {host}: the certificate of {} {why}",
+                    self.peer.name()
                 ))
             }
             Some(other) => ConnError::Transport(format!("TLS with {host}: {other}")),

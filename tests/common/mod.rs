@@ -9,6 +9,7 @@ pub mod connect_proxy;
 pub mod hostile;
 pub mod proxy;
 pub mod sim;
+pub mod tls_front;
 pub mod winauth;
 
 use std::time::Duration;
