@@ -84,10 +84,14 @@ pub struct Budget {
     /// Bytes the bound was lowered by that were on order at the time: orders given back pay
     /// them off instead of returning their permits.
     order_debt: AtomicUsize,
-    /// Bytes of orders given back since the bound last changed: it grows only after an eighth
-    /// of it turned over (at start-up the budget has room only because the first answers are
-    /// still on their way).
+    /// Bytes of orders given back since the bound last changed, of orders placed since: it
+    /// grows only after an eighth of it turned over (at start-up the budget has room only
+    /// because the first answers are still on their way), so at most once per round trip.
     order_turned: AtomicUsize,
+    /// How many times the bound changed: an order placed before the last change neither
+    /// counts towards the next growth nor, waiting for the budget, lowers the bound again (the
+    /// change was made with it on order).
+    order_epoch: AtomicU64,
     /// The most bytes reserved at once since the bound last changed (or since a whole bound's
     /// worth of orders came back while the budget was busy): the bound grows only while this
     /// stayed at most half the budget, so a single burst does not open the gate.
@@ -129,6 +133,7 @@ impl Budget {
             on_order: AtomicUsize::new(0),
             order_debt: AtomicUsize::new(0),
             order_turned: AtomicUsize::new(0),
+            order_epoch: AtomicU64::new(0),
             busy_since: AtomicUsize::new(0),
             order_adjusted: std::sync::Mutex::new(None),
             order_every: ORDER_ADJUST_EVERY,
@@ -201,26 +206,31 @@ impl Budget {
         Order {
             permit: Some(permit),
             budget: self.clone(),
+            epoch: self.order_epoch.load(Ordering::Relaxed),
         }
     }
 
     /// The share of an answer that found the budget full, waiting for it up to `max_wait`
     /// (`None` after that). An answer that waited [`ANSWER_WAIT_SLOW`] or more says that more
-    /// is on order than the budget takes: the bound on order comes down. (Shorter waits are the
+    /// is on order than the budget takes: the bound on order comes down, unless the answer
+    /// was ordered before the bound last changed (`ordered_in`: its order's
+    /// [`Order::epoch`]): that change was made with it on order. (Shorter waits are the
     /// bursts of a schedule's round minute, which the budget absorbs.)
     pub async fn reserve_answer(
         self: &Arc<Self>,
         bytes: usize,
         max_wait: std::time::Duration,
+        ordered_in: Option<u64>,
     ) -> Option<Reservation> {
         let started = std::time::Instant::now();
         let got = tokio::time::timeout(max_wait, self.reserve(bytes)).await;
-        self.answer_waited(started.elapsed());
+        self.answer_waited(started.elapsed(), ordered_in);
         got.ok()
     }
 
-    fn answer_waited(&self, waited: std::time::Duration) {
-        if waited >= ANSWER_WAIT_SLOW {
+    fn answer_waited(&self, waited: std::time::Duration, ordered_in: Option<u64>) {
+        let current = self.order_epoch.load(Ordering::Relaxed);
+        if waited >= ANSWER_WAIT_SLOW && ordered_in.is_none_or(|e| e == current) {
             self.adjust_orders(false);
         }
     }
@@ -263,6 +273,7 @@ impl Budget {
                 .fetch_add(cut - forgotten, Ordering::Relaxed);
             self.order_limit.store(limit - cut, Ordering::Relaxed);
         }
+        self.order_epoch.fetch_add(1, Ordering::Relaxed);
         self.start_period();
         *last = Some(now);
     }
@@ -346,6 +357,14 @@ impl Budget {
 pub struct Order {
     permit: Option<OwnedSemaphorePermit>,
     budget: Arc<Budget>,
+    epoch: u64,
+}
+
+impl Order {
+    /// How many times the bound had changed when this order was placed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 impl Drop for Order {
@@ -355,7 +374,9 @@ impl Drop for Order {
         };
         let n = permit.num_permits();
         self.budget.on_order.fetch_sub(n, Ordering::Relaxed);
-        self.budget.order_turned.fetch_add(n, Ordering::Relaxed);
+        if self.epoch == self.budget.order_epoch.load(Ordering::Relaxed) {
+            self.budget.order_turned.fetch_add(n, Ordering::Relaxed);
+        }
         let paid = self
             .budget
             .order_debt
@@ -573,7 +594,7 @@ mod tests {
         drop(held);
         // Orders come back and a request still waits for an order while the budget has room:
         // Citrix's latency limits, the bound grows an eighth.
-        for _ in 0..40 {
+        for _ in 0..80 {
             drop(take_all().await);
         }
         assert_eq!(
@@ -586,7 +607,7 @@ mod tests {
         // Answers wait for a full budget: the bound comes down to one budget, paid by the
         // orders given back (all of it is on order when it is lowered).
         for _ in 0..40 {
-            b.answer_waited(ANSWER_WAIT_SLOW);
+            b.answer_waited(ANSWER_WAIT_SLOW, None);
         }
         assert_eq!(b.order_limit(), 80 << 10, "down to one budget, no lower");
         drop(held);
@@ -636,11 +657,67 @@ mod tests {
         );
     }
 
+    /// Like a congestion window: at most one growth and one cut per round trip. Orders placed
+    /// before the bound changed were counted by that change.
+    #[tokio::test]
+    async fn orders_from_before_a_change_neither_grow_the_bound_nor_lower_it_again() {
+        let mut b = Budget::new(80 << 10);
+        Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
+        let old = vec![b.order(80 << 10).await, b.order(80 << 10).await];
+        let before = old[0].epoch();
+        b.answer_waited(ANSWER_WAIT_SLOW, Some(before));
+        assert_eq!(
+            b.order_limit(),
+            140 << 10,
+            "an answer waited: an eighth less"
+        );
+        for _ in 0..5 {
+            b.answer_waited(ANSWER_WAIT_SLOW, Some(before));
+        }
+        assert_eq!(
+            b.order_limit(),
+            140 << 10,
+            "answers ordered before the cut were counted by it"
+        );
+        // They come back (paying the cut's debt); a request waits while the budget has room.
+        drop(old);
+        let first = b.order(80 << 10).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), b.order(80 << 10)).await;
+        assert_eq!(
+            b.order_limit(),
+            140 << 10,
+            "orders placed before the change are not a round trip of the new bound"
+        );
+        let now = first.epoch();
+        assert!(now > before);
+        drop(first);
+        let held = b.order(80 << 10).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), b.order(80 << 10)).await;
+        assert_eq!(
+            b.order_limit(),
+            (140 << 10) + (140 << 10) / 8,
+            "an eighth of orders placed since came back: it grows"
+        );
+        b.answer_waited(ANSWER_WAIT_SLOW, Some(now));
+        assert_eq!(
+            b.order_limit(),
+            (140 << 10) + (140 << 10) / 8,
+            "placed before the growth: no cut"
+        );
+        let fresh = b.order(ORDER_FLOOR).await;
+        assert!(fresh.epoch() > held.epoch());
+        b.answer_waited(ANSWER_WAIT_SLOW, Some(fresh.epoch()));
+        assert!(
+            b.order_limit() < (140 << 10) + (140 << 10) / 8,
+            "placed since: a cut"
+        );
+    }
+
     #[tokio::test]
     async fn the_bound_on_order_changes_at_most_once_per_interval() {
         let mut b = Budget::new(80 << 10);
         Arc::get_mut(&mut b).unwrap().order_every = Duration::ZERO;
-        b.answer_waited(Duration::from_millis(900));
+        b.answer_waited(Duration::from_millis(900), None);
         assert_eq!(
             b.order_limit(),
             160 << 10,
@@ -648,7 +725,7 @@ mod tests {
         );
         Arc::get_mut(&mut b).unwrap().order_every = ORDER_ADJUST_EVERY;
         for _ in 0..10 {
-            b.answer_waited(ANSWER_WAIT_SLOW);
+            b.answer_waited(ANSWER_WAIT_SLOW, None);
         }
         assert_eq!(
             b.order_limit(),

@@ -499,7 +499,8 @@ impl MonitorClient {
             let slot = self.limits.slot().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             // The whole request, decompression included, within request_timeout.
-            let attempt = self.exchange(url, token, &mut reserved, estimate);
+            let ordered_in = order.as_ref().map(crate::budget::Order::epoch);
+            let attempt = self.exchange(url, token, &mut reserved, estimate, ordered_in);
             let outcome = match tokio::time::timeout(self.request_timeout, attempt).await {
                 Ok(r) => r?,
                 Err(_) => {
@@ -572,6 +573,7 @@ impl MonitorClient {
         token: Option<&crate::secret::Secret>,
         reserved: &mut Option<Reservation>,
         estimate: usize,
+        ordered_in: Option<u64>,
     ) -> Result<Fetched, MonitorErrorKind> {
         let resp = match (&self.auth, token) {
             (AuthSource::Cloud(_), Some(token)) => {
@@ -635,7 +637,7 @@ impl MonitorClient {
                     None => match self
                         .limits
                         .budget
-                        .reserve_answer(need, self.request_timeout / 2)
+                        .reserve_answer(need, self.request_timeout / 2, ordered_in)
                         .await
                     {
                         Some(r) => reserved.insert(r),
