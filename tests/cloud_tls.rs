@@ -6,19 +6,15 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::config::Config;
-use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
 use citrix_harvester::sim::{SimHandle, SimOptions};
-use citrix_harvester::sink::{SinkConfig, SinkKind};
 use common::tls_front::TlsFront;
 
 async fn start_sim(seed: u64) -> SimHandle {
@@ -36,15 +32,7 @@ async fn start_sim(seed: u64) -> SimHandle {
 /// The simulator's tenant, its Monitor API (and its token host when `token_too`) reached
 /// through `front`, trusting `ca` of the tests' TLS directory.
 fn config(sim: &SimHandle, front: &TlsFront, dir: &Path, ca: &Path, token_too: bool) -> Config {
-    let output = SinkConfig::new(SinkKind::File {
-        path: dir.join("points.lp"),
-    });
-    let mut cfg = config_for_simulator(
-        sim,
-        output,
-        dir.join("state"),
-        Duration::from_secs(2 * 86_400),
-    );
+    let mut cfg = common::file_output_config(sim, dir, Duration::from_secs(2 * 86_400));
     cfg.citrix.ca_file = Some(ca.to_path_buf());
     cfg.citrix.max_retry_delay = Duration::from_secs(1);
     let t = &mut cfg.tenants[0];
@@ -61,36 +49,6 @@ async fn once(cfg: &Config) -> Vec<TenantSummary> {
     run(cfg, true, CancellationToken::new()).await.unwrap()
 }
 
-fn ids_written(dir: &Path, measurement: &str, field: &str) -> HashSet<String> {
-    let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
-    let needle = format!("{field}=");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{measurement},")))
-        .filter_map(|l| {
-            let rest = &l[l.find(&needle)? + needle.len()..];
-            let end = rest.find([',', ' ']).unwrap_or(rest.len());
-            Some(
-                rest[..end]
-                    .trim_matches('"')
-                    .trim_end_matches('i')
-                    .to_string(),
-            )
-        })
-        .collect()
-}
-
-fn ids_served(sim: &SimHandle, set: &str) -> HashSet<String> {
-    let cid = sim.tenants()[0].customer_id.clone();
-    sim.rows(&cid, set)
-        .iter()
-        .filter(|r| set != "Machines" || r["LifecycleState"].as_i64() == Some(0))
-        .map(|r| match &r["Id"] {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        })
-        .collect()
-}
-
 /// Every page over TLS with the CA of `citrix.ca_file`, every row written, and the pages
 /// carried by one kept-alive connection (the tenant asks one page at a time), not one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,20 +62,20 @@ async fn monitor_pages_come_over_tls_with_the_ca_file_on_shared_connections() {
     let cfg = config(&sim, &front, dir.path(), &env.tls_dir.join("ca.pem"), true);
     let s = once(&cfg).await;
     assert!(s.iter().all(TenantSummary::ok), "{s:#?}");
-    let conns = ids_served(&sim, "Connections");
+    let conns = common::sim_ids(&sim, &sim.tenants()[0].customer_id, "Connections");
     assert!(
         conns.len() > 200,
         "{} connections: several pages",
         conns.len()
     );
     assert_eq!(
-        ids_written(dir.path(), "citrix_logon", "connection_id"),
+        common::ids_written(dir.path(), "citrix_logon", "connection_id"),
         conns
     );
-    let machines = ids_served(&sim, "Machines");
+    let machines = common::sim_ids(&sim, &sim.tenants()[0].customer_id, "Machines");
     assert!(!machines.is_empty());
     assert_eq!(
-        ids_written(dir.path(), "citrix_machine", "machine_id"),
+        common::ids_written(dir.path(), "citrix_machine", "machine_id"),
         machines
     );
     let c = &front.counts;

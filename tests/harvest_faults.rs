@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::config::Config;
-use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
 use citrix_harvester::sim::{Faults, SimHandle, SimOptions, TokenFault};
 use citrix_harvester::sink::{SinkConfig, SinkKind};
@@ -34,15 +33,7 @@ async fn start_sim_paged(tenants: usize, seed: u64, page_size: usize) -> SimHand
 }
 
 fn file_config(sim: &SimHandle, dir: &Path) -> Config {
-    let output = SinkConfig::new(SinkKind::File {
-        path: dir.join("points.lp"),
-    });
-    let mut cfg = config_for_simulator(
-        sim,
-        output,
-        dir.join("state"),
-        Duration::from_secs(3 * 86_400),
-    );
+    let mut cfg = common::file_output_config(sim, dir, Duration::from_secs(3 * 86_400));
     cfg.citrix.max_retry_delay = Duration::from_secs(2);
     cfg.citrix.token_timeout = Duration::from_secs(2);
     cfg

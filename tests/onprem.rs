@@ -14,11 +14,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use citrix_harvester::config::{Config, WinAuthKind};
-use citrix_harvester::demo::config_for_simulator;
 use citrix_harvester::scheduler::{TenantSummary, minute_now, run};
 use citrix_harvester::secret::Secret;
 use citrix_harvester::sim::{SimHandle, SimOptions};
-use citrix_harvester::sink::{SinkConfig, SinkKind};
 use common::connect_proxy::ConnectProxy;
 use common::winauth::{Acceptor, Env, closed_port};
 
@@ -94,15 +92,7 @@ fn site_config(
     env: &Env,
     password: &str,
 ) -> Config {
-    let output = SinkConfig::new(SinkKind::File {
-        path: dir.join("points.lp"),
-    });
-    let mut cfg = config_for_simulator(
-        sim,
-        output,
-        dir.join("state"),
-        Duration::from_secs(2 * 86_400),
-    );
+    let mut cfg = common::file_output_config(sim, dir, Duration::from_secs(2 * 86_400));
     cfg.citrix.max_retry_delay = Duration::from_secs(1);
     let t = &mut cfg.tenants[0];
     t.entities = vec!["connections".into(), "machines".into()];
@@ -151,36 +141,8 @@ async fn timed_once(cfg: &Config) -> (Vec<TenantSummary>, Duration) {
     (s, started.elapsed())
 }
 
-fn written(dir: &Path, measurement: &str, field: &str) -> HashSet<String> {
-    let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
-    let needle = format!("{field}=");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{measurement},")))
-        .filter_map(|l| {
-            let at = l.find(&needle)? + needle.len();
-            let rest = &l[at..];
-            let end = rest.find([',', ' ']).unwrap_or(rest.len());
-            Some(
-                rest[..end]
-                    .trim_matches('"')
-                    .trim_end_matches('i')
-                    .to_string(),
-            )
-        })
-        .collect()
-}
-
 fn sim_ids(sim: &SimHandle, set: &str) -> HashSet<String> {
-    let cid = sim.onprem_site().unwrap().customer_id;
-    sim.rows(&cid, set)
-        .iter()
-        // Machines: the active ones (what the Machines collector asks for).
-        .filter(|r| set != "Machines" || r["LifecycleState"].as_i64() == Some(0))
-        .map(|r| match &r["Id"] {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        })
-        .collect()
+    common::sim_ids(sim, &sim.onprem_site().unwrap().customer_id, set)
 }
 
 /// Every connection and machine of the site is in the output.
@@ -191,10 +153,16 @@ fn assert_complete(dir: &Path, sim: &SimHandle) {
         "{} connections: several pages of 100",
         conns.len()
     );
-    assert_eq!(written(dir, "citrix_logon", "connection_id"), conns);
+    assert_eq!(
+        common::ids_written(dir, "citrix_logon", "connection_id"),
+        conns
+    );
     let machines = sim_ids(sim, "Machines");
     assert!(!machines.is_empty());
-    assert_eq!(written(dir, "citrix_machine", "machine_id"), machines);
+    assert_eq!(
+        common::ids_written(dir, "citrix_machine", "machine_id"),
+        machines
+    );
 }
 
 fn n(v: &Value) -> u64 {

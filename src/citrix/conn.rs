@@ -173,12 +173,7 @@ impl Connector {
 
     /// A new connection to the peer of `url`, ready for HTTP/1.1 requests.
     pub async fn connect(&self, url: &url::Url) -> Result<Pinned, ConnError> {
-        let host = url
-            .host_str()
-            .ok_or_else(|| ConnError::Setting(format!("`{url}` has no host")))?;
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| ConnError::Setting(format!("`{url}` has no port")))?;
+        let (host, port) = host_port(url)?;
         let https = match url.scheme() {
             "https" => true,
             "http" => false,
@@ -398,6 +393,17 @@ impl Connector {
             None => ConnError::Transport(format!("TLS with {host}: {e}")),
         }
     }
+}
+
+/// The host and port a URL's connection goes to.
+pub fn host_port(url: &url::Url) -> Result<(&str, u16), ConnError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| ConnError::Setting(format!("`{url}` has no host")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| ConnError::Setting(format!("`{url}` has no port")))?;
+    Ok((host, port))
 }
 
 async fn tcp(host: &str, port: u16, what: &str) -> Result<TcpStream, ConnError> {

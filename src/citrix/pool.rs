@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body, Frame};
 
-use crate::citrix::conn::{ConnError, Connector, Pinned};
+use crate::citrix::conn::{ConnError, Connector, Pinned, host_port};
 
 /// Idle connections kept per host between requests, over all tenants.
 pub const IDLE_PER_HOST: usize = 32;
@@ -171,12 +171,7 @@ impl Idle {
 
 /// `scheme://host:port` of `url`: which connections can carry its request.
 fn host_key(url: &url::Url) -> Result<String, ConnError> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| ConnError::Setting(format!("`{url}` has no host")))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| ConnError::Setting(format!("`{url}` has no port")))?;
+    let (host, port) = host_port(url)?;
     Ok(format!("{}://{host}:{port}", url.scheme()))
 }
 

@@ -211,3 +211,57 @@ pub fn capture_logs() -> (
         .finish();
     (buf, tracing::subscriber::set_default(sub))
 }
+
+/// A harvest of every tenant of `sim` into the file `dir/points.lp`, its state in `dir/state`,
+/// reading `lookback` of history.
+pub fn file_output_config(
+    sim: &citrix_harvester::sim::SimHandle,
+    dir: &std::path::Path,
+    lookback: Duration,
+) -> citrix_harvester::config::Config {
+    use citrix_harvester::sink::{SinkConfig, SinkKind};
+    let output = SinkConfig::new(SinkKind::File {
+        path: dir.join("points.lp"),
+    });
+    citrix_harvester::demo::config_for_simulator(sim, output, dir.join("state"), lookback)
+}
+
+/// The distinct values of `field` in the lines of `measurement` in `dir/points.lp`.
+pub fn ids_written(
+    dir: &std::path::Path,
+    measurement: &str,
+    field: &str,
+) -> std::collections::HashSet<String> {
+    let text = std::fs::read_to_string(dir.join("points.lp")).unwrap_or_default();
+    let needle = format!("{field}=");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{measurement},")))
+        .filter_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            let end = rest.find([',', ' ']).unwrap_or(rest.len());
+            Some(
+                rest[..end]
+                    .trim_matches('"')
+                    .trim_end_matches('i')
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The `Id`s of a customer's rows of `set` in the simulator; for Machines the active ones
+/// (what the Machines collector asks for).
+pub fn sim_ids(
+    sim: &citrix_harvester::sim::SimHandle,
+    customer_id: &str,
+    set: &str,
+) -> std::collections::HashSet<String> {
+    sim.rows(customer_id, set)
+        .iter()
+        .filter(|r| set != "Machines" || r["LifecycleState"].as_i64() == Some(0))
+        .map(|r| match &r["Id"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+        .collect()
+}
